@@ -92,6 +92,24 @@ def _dense(config: ModelConfig, features, kernel_axes, bias_axes, name, axis=-1)
     )
 
 
+def _einsum(config: ModelConfig, shape, equation, kernel_axes, bias_axes, name) -> nn.Einsum:
+    """A projection whose kernel is created at its full multi-axis ``shape``.
+
+    ``nn.DenseGeneral`` initialises multi-axis kernels flat and reshapes them, which applies the
+    logical constraint of the full shape to the flat array and fails under a mesh; ``nn.Einsum``
+    initialises ``kernel`` (``shape``) and ``bias`` at their real shapes (same names and shapes).
+    """
+    return nn.Einsum(
+        shape=shape,
+        einsum_str=equation,
+        dtype=config.compute_dtype,
+        param_dtype=config.parameter_dtype,
+        kernel_init=_init(config, kernel_axes),
+        bias_init=_zeros(bias_axes),
+        name=name,
+    )
+
+
 def attention_mask(sequence_ids: Array) -> Array:
     """Boolean attention mask ``[B, 1, S, S]`` from per-token sequence ids ``[B, S]`` (0 = padding).
 
@@ -148,14 +166,16 @@ class SelfAttention(nn.Module):
         heads, head_dim = cfg.num_heads, cfg.head_dim
         qkv_axes = (EMBED, HEADS, KV)
         q, k, v = (
-            _dense(cfg, (heads, head_dim), qkv_axes, (HEADS, KV), name)(x) for name in ("query", "key", "value"))
+            _einsum(cfg, (cfg.hidden_size, heads, head_dim), "bsh,hnd->bsnd", qkv_axes, (HEADS, KV), name)(x)
+            for name in ("query", "key", "value"))
         q, k, v = (nn.with_logical_constraint(t, (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV)) for t in (q, k, v))
         if self.deterministic or cfg.attention_dropout == 0.0:
             context = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
         else:
             context = self._attention_with_dropout(q, k, v, mask)
         context = nn.with_logical_constraint(context, (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV))
-        out = _dense(cfg, cfg.hidden_size, (HEADS, KV, EMBED), (EMBED,), "output", axis=(-2, -1))(context)
+        out = _einsum(cfg, (heads, head_dim, cfg.hidden_size), "bsnd,ndh->bsh", (HEADS, KV, EMBED), (EMBED,),
+                      "output")(context)
         out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         out = LayerNorm(cfg, name="layer_norm")(out + x)
         return nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
