@@ -1,0 +1,596 @@
+"""Tokenizers behind one interface: BERT WordPiece (Hugging Face ``tokenizers``) and SentencePiece.
+
+Both kinds turn text into ``int32`` id arrays **without** special tokens, padding or truncation (the
+instance builder adds ``[CLS]``/``[SEP]`` and pads). Both are picklable, so a loaded :class:`Tokenizer`
+can be shipped to Grain worker processes.
+
+Special tokens and their ids:
+
+* A BERT ``vocab.txt`` keeps its own ids (uncased BERT: ``[PAD]`` 0, ``[UNK]`` 100, ``[CLS]`` 101,
+  ``[SEP]`` 102, ``[MASK]`` 103); they are looked up by name, so every BERT vocabulary works.
+* A vocabulary trained here (either kind) puts the five specials first, in the order of
+  :data:`SPECIAL_TOKENS`: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4 (the order
+  ``transformers.BertTokenizer`` uses for an empty vocabulary, and ALBERT's SentencePiece layout).
+* SentencePiece models store ``[PAD]`` and ``[UNK]`` as SentencePiece's pad/unk pieces and
+  ``[CLS]``, ``[SEP]``, ``[MASK]`` as user-defined symbols. Models from elsewhere (e.g. ALBERT's
+  ``<pad>``/``<unk>``) work too: pad and unk come from the model, the other three are looked up by name.
+* Literal special-token strings in the text (e.g. ``"Paris is the [MASK] of France"``) become their
+  ids, exactly as ``BertTokenizerFast`` does; for SentencePiece this holds for ``[CLS]``, ``[SEP]`` and
+  ``[MASK]``.
+
+The WordPiece path builds exactly what ``transformers.BertTokenizerFast`` builds (``BertNormalizer``,
+``BertPreTokenizer``, ``WordPiece`` with words over 100 characters mapped to ``[UNK]``), so ids are
+identical. :meth:`Tokenizer.encode_batch` goes through the Rust batch encoder; no Python runs per token.
+
+Command line: ``python -m launch.build_vocab`` calls :func:`build_vocab_from_source`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sentencepiece
+import tokenizers
+from tokenizers import decoders, normalizers, pre_tokenizers, trainers
+
+logger = logging.getLogger(__name__)
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+# The special tokens, in the id order of a vocabulary trained here (ids 0..4).
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
+
+WORDPIECE_VOCAB_FILE = "vocab.txt"
+# Written next to vocab.txt in the layout transformers reads, so the directory also loads with
+# ``transformers.AutoTokenizer`` and remembers its casing.
+WORDPIECE_CONFIG_FILE = "tokenizer_config.json"
+SENTENCEPIECE_MODEL_FILE = "spm.model"
+WORDPIECE_CONTINUATION_PREFIX = "##"
+SENTENCEPIECE_WORD_START = "\u2581"  # '▁'
+# Words longer than this become [UNK] (BERT's and transformers' limit).
+MAX_WORDPIECE_CHARS_PER_WORD = 100
+
+KINDS = ("wordpiece", "sentencepiece")
+SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
+_LOAD_KEYS = {
+    "wordpiece": {"kind", "vocab_file", "lowercase", "strip_accents", "tokenize_chinese_chars"},
+    "sentencepiece": {"kind", "model_file"},
+}
+# Keys only training reads; a spec that carries them can still be used for loading.
+_TRAIN_KEYS = {
+    "wordpiece": {"vocab_size", "min_frequency", "limit_alphabet"},
+    "sentencepiece": {
+        "vocab_size",
+        "lowercase",
+        "model_type",
+        "character_coverage",
+        "input_sentence_size",
+        "max_sentence_length",
+        "num_threads",
+    },
+}
+
+
+def _build_vocab_command(kind: str, out_dir: str) -> str:
+    return (
+        f"python -m launch.build_vocab --source=<source name> --kind={kind} --vocab_size=<size> "
+        f"--out_dir={out_dir}"
+    )
+
+
+def _require_file(path: str, kind: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{kind} {what} not found: {path!r}. Build one with "
+            f"`{_build_vocab_command(kind, os.path.dirname(path) or '.')}`"
+            + (" or point 'vocab_file' at a BERT vocab.txt." if kind == "wordpiece" else ".")
+        )
+
+
+class Tokenizer:
+    """The interface every tokenizer offers; subclasses add the encoding backend.
+
+    Attributes:
+      kind: ``'wordpiece'`` or ``'sentencepiece'``.
+      vocab_size: number of ids; every id in ``[0, vocab_size)`` is a token.
+      pad_id, unk_id, cls_id, sep_id, mask_id: ids of the special tokens.
+      spec: the mapping :func:`load_tokenizer` takes to load this tokenizer again.
+    """
+
+    kind: str
+
+    def __init__(self, vocab: Sequence[str], special_ids: Mapping[str, int], word_starts: np.ndarray, spec: dict):
+        """Sets the shared tables.
+
+        Args:
+          vocab: token string of every id, in id order.
+          special_ids: ``{'[PAD]': id, '[UNK]': id, '[CLS]': id, '[SEP]': id, '[MASK]': id}``.
+          word_starts: bool ``[vocab_size]``, True where a token begins a word.
+          spec: the mapping that loads this tokenizer again.
+        """
+        self._vocab = list(vocab)
+        self._token_ids = {token: i for i, token in enumerate(self._vocab)}
+        self.vocab_size = len(self._vocab)
+        self.pad_id = int(special_ids[PAD])
+        self.unk_id = int(special_ids[UNK])
+        self.cls_id = int(special_ids[CLS])
+        self.sep_id = int(special_ids[SEP])
+        self.mask_id = int(special_ids[MASK])
+        self.spec = dict(spec)
+        # [UNK] is never a masking target either: predicting it teaches nothing (transformers'
+        # special-tokens mask also excludes it).
+        self._special_ids = np.array(
+            sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id}), dtype=np.int32
+        )
+        word_starts = np.asarray(word_starts, dtype=bool).copy()
+        word_starts[self._special_ids] = True  # each special token is a word of its own
+        self._word_starts = word_starts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, spec={self.spec})"
+
+    def encode(self, text: str) -> np.ndarray:
+        """Tokenizes one text.
+
+        Returns:
+          int32 ``[num_tokens]``, no special tokens added, no truncation.
+        """
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Tokenizes many texts in one call to the native batch encoder.
+
+        Returns:
+          One int32 ``[num_tokens_i]`` array per text, no special tokens, no truncation.
+        """
+        raise NotImplementedError
+
+    def encode_batch_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Tokenizes texts and reports where each token came from (for SQuAD spans and NER labels).
+
+        Returns:
+          Per text: ids int32 ``[n]`` (as :meth:`encode_batch`) and offsets int32 ``[n, 2]``, the
+          ``[start, end)`` character positions of each token in the original text, whitespace
+          excluded (an empty span for a SentencePiece ``▁`` piece that covers only whitespace).
+        """
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        """Turns ids back into text (lowercased/normalized as the tokenizer normalizes)."""
+        raise NotImplementedError
+
+    def save(self, out_dir: str) -> None:
+        """Writes the files :func:`load_tokenizer` reads into ``out_dir`` (created if missing)."""
+        raise NotImplementedError
+
+    def id_to_token(self, i: int) -> str:
+        """The token string of id ``i``; IndexError outside ``[0, vocab_size)``."""
+        if not 0 <= int(i) < self.vocab_size:
+            raise IndexError(f"token id {i} outside the vocabulary [0, {self.vocab_size})")
+        return self._vocab[int(i)]
+
+    def token_to_id(self, token: str) -> int:
+        """The id of ``token``; KeyError when the vocabulary lacks it."""
+        try:
+            return self._token_ids[token]
+        except KeyError:
+            raise KeyError(f"token {token!r} is not in the {self.kind} vocabulary ({self.vocab_size} tokens)") from None
+
+    def special_ids(self) -> np.ndarray:
+        """int32 ids never chosen for masking: ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``, sorted."""
+        return self._special_ids.copy()
+
+    def word_start_mask(self) -> np.ndarray:
+        """bool ``[vocab_size]``: True where a token begins a word (for whole-word masking).
+
+        WordPiece: tokens not starting with ``##``. SentencePiece: pieces starting with ``▁``.
+        Special tokens are True (each is a word of its own).
+        """
+        return self._word_starts.copy()
+
+
+class WordPieceTokenizer(Tokenizer):
+    """BERT WordPiece through Hugging Face ``tokenizers``, identical to ``BertTokenizerFast``."""
+
+    kind = "wordpiece"
+
+    def __init__(
+        self,
+        vocab_file: str,
+        lowercase: bool | None = None,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+    ):
+        """Loads a BERT ``vocab.txt`` (one token a line, the line number is the id).
+
+        Args:
+          vocab_file: path of the vocab.txt.
+          lowercase: lowercase the text (uncased models). None: the ``do_lower_case`` of a
+            ``tokenizer_config.json`` next to the vocabulary, else True (transformers' default).
+          strip_accents: None follows ``lowercase``, as in BERT.
+          tokenize_chinese_chars: put spaces around CJK characters, as in BERT.
+
+        Raises:
+          FileNotFoundError: naming the path and the command that builds a vocabulary.
+          ValueError: when the vocabulary has duplicate lines or lacks a special token.
+        """
+        _require_file(vocab_file, self.kind, "vocabulary file")
+        with open(vocab_file, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n") for line in f]
+        token_ids: dict[str, int] = {}
+        for i, token in enumerate(vocab):
+            if token in token_ids:
+                raise ValueError(
+                    f"{vocab_file}:{i + 1}: duplicate token {token!r} (first on line {token_ids[token] + 1}); "
+                    "each line must be unique"
+                )
+            token_ids[token] = i
+        missing = [t for t in SPECIAL_TOKENS if t not in token_ids]
+        if missing:
+            raise ValueError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
+        config_lowercase = _read_wordpiece_config(vocab_file).get("do_lower_case")
+        if lowercase is None:
+            lowercase = True if config_lowercase is None else bool(config_lowercase)
+        elif config_lowercase is not None and bool(config_lowercase) != bool(lowercase):
+            logger.warning(
+                "lowercase=%s overrides do_lower_case=%s of the tokenizer_config.json next to %s",
+                lowercase, config_lowercase, vocab_file,
+            )
+        self.lowercase = bool(lowercase)
+        self.strip_accents = strip_accents
+        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+
+        backend = tokenizers.Tokenizer(
+            tokenizers.models.WordPiece(
+                token_ids,
+                unk_token=UNK,
+                continuing_subword_prefix=WORDPIECE_CONTINUATION_PREFIX,
+                max_input_chars_per_word=MAX_WORDPIECE_CHARS_PER_WORD,
+            )
+        )
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=self.tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            lowercase=self.lowercase,
+        )
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix=WORDPIECE_CONTINUATION_PREFIX)
+        backend.add_special_tokens(list(SPECIAL_TOKENS))  # matched whole in text, never split or lowercased
+        self._backend = backend
+
+        spec = {
+            "kind": self.kind,
+            "vocab_file": vocab_file,
+            "lowercase": self.lowercase,
+            "strip_accents": strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+        }
+        word_starts = ~np.char.startswith(np.array(vocab, dtype=str), WORDPIECE_CONTINUATION_PREFIX)
+        super().__init__(vocab, {t: token_ids[t] for t in SPECIAL_TOKENS}, word_starts, spec)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        encodings = self._backend.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [np.array(encoding.ids, dtype=np.int32) for encoding in encodings]
+
+    def encode_batch_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+        return [
+            (np.array(e.ids, dtype=np.int32), np.array(e.offsets, dtype=np.int32).reshape(-1, 2)) for e in encodings
+        ]
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        return self._backend.decode(np.asarray(ids, dtype=np.int64).tolist(), skip_special_tokens=skip_special_tokens)
+
+    def save(self, out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, WORDPIECE_VOCAB_FILE), "w", encoding="utf-8") as f:
+            f.writelines(token + "\n" for token in self._vocab)
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "unk_token": UNK,
+            "sep_token": SEP,
+            "pad_token": PAD,
+            "cls_token": CLS,
+            "mask_token": MASK,
+        }
+        with open(os.path.join(out_dir, WORDPIECE_CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+
+
+def _read_wordpiece_config(vocab_file: str) -> dict:
+    """The transformers ``tokenizer_config.json`` next to ``vocab_file``, or ``{}`` if there is none."""
+    path = os.path.join(os.path.dirname(vocab_file), WORDPIECE_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model (unigram or BPE) through the ``sentencepiece`` package."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_file: str):
+        """Loads a SentencePiece ``.model`` file.
+
+        Raises:
+          FileNotFoundError: naming the path and the command that builds a model.
+          ValueError: when the model lacks a pad piece or one of ``[CLS]``, ``[SEP]``, ``[MASK]``.
+        """
+        _require_file(model_file, self.kind, "model file")
+        # The processor pickles itself (it serializes its model proto), so workers get a copy.
+        self._processor = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        processor = self._processor
+        vocab = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+        special_ids = {PAD: processor.pad_id(), UNK: processor.unk_id()}
+        for token in (CLS, SEP, MASK):
+            special_ids[token] = vocab.index(token) if token in vocab else -1
+        missing = [t for t, i in special_ids.items() if i < 0]
+        if missing:
+            raise ValueError(
+                f"{model_file}: the SentencePiece model lacks {missing}; train it with pad_id >= 0 and "
+                f"[CLS], [SEP], [MASK] as user-defined or control symbols (`{_build_vocab_command(self.kind, '...')}`)"
+            )
+        word_starts = np.char.startswith(np.array(vocab, dtype=str), SENTENCEPIECE_WORD_START)
+        super().__init__(vocab, special_ids, word_starts, {"kind": self.kind, "model_file": model_file})
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        pieces = self._processor.encode(list(texts), out_type=int)
+        return [np.array(ids, dtype=np.int32) for ids in pieces]
+
+    def encode_batch_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        texts = list(texts)
+        results = []
+        for text, proto in zip(texts, self._processor.encode(texts, return_type="proto")):
+            # SentencePiece reports UTF-8 byte offsets; map every byte position (and the end) to a character.
+            utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            char_of_byte = np.append(np.cumsum((utf8 & 0xC0) != 0x80) - 1, len(text))
+            pieces = proto.pieces
+            ids = np.array([p.id for p in pieces], dtype=np.int32)
+            begins = np.array([p.begin for p in pieces], dtype=np.int64)
+            ends = np.array([p.end for p in pieces], dtype=np.int64)
+            leading_spaces = np.array([len(p.surface) - len(p.surface.lstrip()) for p in pieces], dtype=np.int64)
+            starts = char_of_byte[begins] + leading_spaces
+            offsets = np.stack([starts, char_of_byte[ends]], axis=-1).astype(np.int32).reshape(-1, 2)
+            results.append((ids, offsets))
+        return results
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        ids = np.asarray(ids, dtype=np.int64)
+        if skip_special_tokens:
+            ids = ids[~np.isin(ids, self._special_ids)]
+        return self._processor.decode(ids.tolist())
+
+    def save(self, out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, SENTENCEPIECE_MODEL_FILE), "wb") as f:
+            f.write(self._processor.serialized_model_proto())
+
+
+def _spec_dict(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict from a Mapping or an ``ml_collections.ConfigDict``, with a checked ``kind``."""
+    spec = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"tokenizer spec 'kind' must be one of {KINDS}, got {kind!r} in {spec}")
+    unknown = sorted(set(spec) - _LOAD_KEYS[kind] - _TRAIN_KEYS[kind])
+    if unknown:
+        raise ValueError(
+            f"unknown {kind} tokenizer spec keys {unknown}; known: {sorted(_LOAD_KEYS[kind] | _TRAIN_KEYS[kind])}"
+        )
+    return spec
+
+
+def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
+    """Loads a tokenizer from its spec.
+
+    Args:
+      spec: ``{'kind': 'wordpiece', 'vocab_file': '.../vocab.txt', 'lowercase': True}`` (optional
+        ``lowercase``, ``strip_accents``, ``tokenize_chinese_chars``; see :class:`WordPieceTokenizer`)
+        or ``{'kind': 'sentencepiece', 'model_file': '.../spm.model'}``. Training-only keys such as
+        ``vocab_size`` are accepted and ignored, so one spec serves training and loading.
+
+    Returns:
+      The tokenizer.
+
+    Raises:
+      ValueError: unknown kind or key, or a missing file key.
+      FileNotFoundError: the file is missing (the message names the build command).
+    """
+    spec = _spec_dict(spec)
+    file_key = "vocab_file" if spec["kind"] == "wordpiece" else "model_file"
+    if not spec.get(file_key):
+        raise ValueError(f"{spec['kind']} tokenizer spec needs {file_key!r}: {spec}")
+    if spec["kind"] == "wordpiece":
+        return WordPieceTokenizer(
+            spec["vocab_file"],
+            lowercase=spec.get("lowercase"),
+            strip_accents=spec.get("strip_accents"),
+            tokenize_chinese_chars=spec.get("tokenize_chinese_chars", True),
+        )
+    return SentencePieceTokenizer(spec["model_file"])
+
+
+class _CountingTexts:
+    """Iterates over texts, skipping empty ones, and counts what it yields."""
+
+    def __init__(self, texts: Iterable[str]):
+        self._texts = texts
+        self.num_texts = 0
+        self.num_empty = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self._texts:
+            if not text or text.isspace():
+                self.num_empty += 1
+                continue
+            self.num_texts += 1
+            yield text
+
+    def lines(self) -> Iterator[str]:
+        """Non-empty lines of every text (SentencePiece trains on sentences, not documents)."""
+        for text in self:
+            for line in text.splitlines():
+                if line and not line.isspace():
+                    yield line
+
+
+def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str) -> Tokenizer:
+    """Trains a new vocabulary on ``texts``, writes it to ``out_dir`` and loads it.
+
+    The five special tokens get ids 0..4 in the order of :data:`SPECIAL_TOKENS`.
+
+    Args:
+      texts: documents (any length; SentencePiece trains on their non-empty lines). Empty texts are
+        skipped and counted.
+      spec: ``kind`` and ``vocab_size`` (required); ``lowercase`` (default True). WordPiece:
+        ``min_frequency`` (2), ``limit_alphabet`` (1000), ``strip_accents`` (None: follows
+        ``lowercase``). SentencePiece: ``model_type`` ('unigram' or 'bpe', default 'unigram'),
+        ``character_coverage`` (0.9995), ``input_sentence_size`` (sentences sampled, 1,000,000),
+        ``max_sentence_length`` (bytes; longer lines are skipped by the trainer, 16384),
+        ``num_threads`` (os.cpu_count()).
+      out_dir: where ``vocab.txt`` + ``tokenizer_config.json`` or ``spm.model`` go.
+
+    Returns:
+      The trained tokenizer, loaded from ``out_dir``; its ``spec`` loads it again.
+
+    Raises:
+      ValueError: a bad spec, or no non-empty text.
+    """
+    spec = _spec_dict(spec)
+    kind = spec["kind"]
+    vocab_size = spec.get("vocab_size")
+    if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"train_tokenizer needs an integer 'vocab_size' > {len(SPECIAL_TOKENS)}, got {vocab_size!r}")
+    lowercase = bool(spec.get("lowercase", True))
+    counted = _CountingTexts(texts)
+    os.makedirs(out_dir, exist_ok=True)
+    if kind == "wordpiece":
+        tokenizer = _train_wordpiece(counted, spec, vocab_size, lowercase, out_dir)
+    else:
+        tokenizer = _train_sentencepiece(counted, spec, vocab_size, lowercase, out_dir)
+    logger.info(
+        "trained a %s vocabulary of %d tokens on %d texts (%d empty skipped) -> %s",
+        kind, tokenizer.vocab_size, counted.num_texts, counted.num_empty, out_dir,
+    )
+    if tokenizer.vocab_size < vocab_size:
+        logger.warning(
+            "the corpus only supports %d of the %d requested %s tokens", tokenizer.vocab_size, vocab_size, kind
+        )
+    return tokenizer
+
+
+def _no_text_error(counted: _CountingTexts) -> ValueError:
+    return ValueError(f"no text to train a tokenizer on ({counted.num_empty} empty texts, 0 non-empty)")
+
+
+def _train_wordpiece(
+    counted: _CountingTexts, spec: dict, vocab_size: int, lowercase: bool, out_dir: str
+) -> WordPieceTokenizer:
+    strip_accents = spec.get("strip_accents")
+    backend = tokenizers.Tokenizer(
+        tokenizers.models.WordPiece(
+            unk_token=UNK,
+            continuing_subword_prefix=WORDPIECE_CONTINUATION_PREFIX,
+            max_input_chars_per_word=MAX_WORDPIECE_CHARS_PER_WORD,
+        )
+    )
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=int(spec.get("min_frequency", 2)),
+        limit_alphabet=int(spec.get("limit_alphabet", 1000)),
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix=WORDPIECE_CONTINUATION_PREFIX,
+        show_progress=False,
+    )
+    backend.train_from_iterator(iter(counted), trainer=trainer)
+    if counted.num_texts == 0:
+        raise _no_text_error(counted)
+    backend.model.save(out_dir)  # writes vocab.txt in id order
+    vocab_file = os.path.join(out_dir, WORDPIECE_VOCAB_FILE)
+    tokenizer = WordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=strip_accents)
+    tokenizer.save(out_dir)  # adds tokenizer_config.json (casing) next to vocab.txt
+    return tokenizer
+
+
+def _train_sentencepiece(
+    counted: _CountingTexts, spec: dict, vocab_size: int, lowercase: bool, out_dir: str
+) -> SentencePieceTokenizer:
+    model_type = spec.get("model_type", "unigram")
+    if model_type not in SENTENCEPIECE_MODEL_TYPES:
+        raise ValueError(f"sentencepiece 'model_type' must be one of {SENTENCEPIECE_MODEL_TYPES}, got {model_type!r}")
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=counted.lines(),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            character_coverage=float(spec.get("character_coverage", 0.9995)),
+            input_sentence_size=int(spec.get("input_sentence_size", 1_000_000)),
+            shuffle_input_sentence=True,
+            max_sentence_length=int(spec.get("max_sentence_length", 16384)),
+            num_threads=int(spec.get("num_threads", os.cpu_count() or 1)),
+            # nmt_nfkc_cf = NFKC + case folding: lowercasing lives in the model itself.
+            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+            pad_id=0,
+            pad_piece=PAD,
+            unk_id=1,
+            unk_piece=UNK,
+            bos_id=-1,
+            eos_id=-1,
+            user_defined_symbols=[CLS, SEP, MASK],  # ids 2, 3, 4
+            minloglevel=2,
+        )
+    except RuntimeError:
+        if counted.num_texts == 0:
+            raise _no_text_error(counted) from None
+        raise
+    model_file = os.path.join(out_dir, SENTENCEPIECE_MODEL_FILE)
+    with open(model_file, "wb") as f:
+        f.write(model.getvalue())
+    return SentencePieceTokenizer(model_file)
+
+
+def build_vocab_from_source(
+    source_spec: Mapping[str, Any],
+    tokenizer_spec: Mapping[str, Any],
+    out_dir: str,
+    split: str = "train",
+    max_documents: int | None = None,
+) -> Tokenizer:
+    """Trains a vocabulary on the documents of a configured data source (``launch/build_vocab.py``).
+
+    Args:
+      source_spec: what ``data_pipelines.sources.get_source`` takes.
+      tokenizer_spec: what :func:`train_tokenizer` takes.
+      out_dir: where the vocabulary goes.
+      split: the source split to read.
+      max_documents: read at most this many documents (None: all).
+
+    Returns:
+      The trained tokenizer; ``tokenizer.spec`` is the spec that loads it.
+    """
+    from data_pipelines import sources  # here, so tokenization works without the source modules
+
+    source = sources.get_source(source_spec, split)
+    num_documents = len(source) if max_documents is None else min(len(source), int(max_documents))
+    logger.info("building a %s vocabulary from %d documents of %s", tokenizer_spec.get("kind"), num_documents, source_spec)
+    return train_tokenizer((source[i] for i in range(num_documents)), tokenizer_spec, out_dir)
