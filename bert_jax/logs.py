@@ -1,0 +1,146 @@
+"""Run logging: ``metrics.jsonl``, TensorBoard events (tensorboardX, no TensorFlow), a progress bar and a
+PNG of the curves. Only the primary process writes files; every process may show the bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops INFO records from chatty libraries (Orbax, Grain, absl internals), keeping warnings."""
+
+    NOISY = ("/orbax/", "/grain/", "/jax/_src/", "/tensorflow_datasets/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(p in record.pathname for p in self.NOISY)
+
+
+def setup_logging() -> None:
+    """INFO logs from bert-jax and data_pipelines; warnings and errors only from the libraries."""
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    handler = absl_logging.get_absl_handler()
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+        handler.addFilter(_QuietLibraries())
+
+
+class MetricWriter:
+    """Appends ``{"step", "split", **scalars}`` lines to ``metrics.jsonl`` and mirrors them to TensorBoard."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self._path = os.path.join(workdir, METRICS_FILE)
+        self._tb = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            if tensorboard:
+                from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> dict[str, float]:
+        """Writes one record; returns the scalars as floats."""
+        values = {k: _scalar(v) for k, v in scalars.items()}
+        if not self.enabled:
+            return values
+        with open(self._path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        if self._tb is not None:
+            for name, value in values.items():
+                self._tb.add_scalar(f"{split}/{name}", value, int(step))
+            self._tb.flush()
+        return values
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """Reads ``metrics.jsonl`` back; a truncated last line (a killed run) is ignored."""
+    path = os.path.join(workdir, METRICS_FILE)
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+class Progress:
+    """A tqdm bar showing step, loss, tokens/s, MFU and the ETA."""
+
+    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                             mininterval=1.0, smoothing=0.1)
+        self._last_step, self._last_time = initial_step, time.perf_counter()
+
+    def update(self, step: int, **fields: float) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(step - self._last_step)
+        self._last_step = step
+        shown = {}
+        for name, value in fields.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            shown[name] = f"{value:.3g}" if name != "mfu" else f"{100 * value:.1f}%"
+        self._bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
+    """Draws the training and eval curves of ``metrics.jsonl`` into a PNG; returns its path."""
+    records = read_metrics(workdir)
+    if not records:
+        return None
+    import matplotlib  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    panels = [("loss", "loss"), ("mlm_accuracy", "MLM accuracy"), ("nsp_accuracy", "NSP accuracy")]
+    panels = [(k, t) for k, t in panels if any(k in r for r in records)] or [
+        (k, k) for k in sorted({k for r in records for k in r} - {"step", "split"})[:3]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for split in sorted({r["split"] for r in records}):
+            points = [(r["step"], r[key]) for r in records if r["split"] == split and key in r]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if split != "train" else None, label=split)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(workdir, out_name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,28 @@
+"""Pretrains BERT: ``python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo``.
+
+Any config field can be overridden, e.g. ``--config.train.num_steps=100``. Rerunning the same command
+resumes from the newest checkpoint in the workdir. SIGTERM (preemption) saves a checkpoint and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from bert_jax import logs, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config file (get_config()).")
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Directory for checkpoints, logs and plots.")
+
+
+def main(argv):
+    del argv
+    logs.setup_logging()
+    summary = train.run(_CONFIG.value, _WORKDIR.value)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    app.run(main)
