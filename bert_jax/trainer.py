@@ -1,0 +1,221 @@
+"""The one trainer every task shares: sharded state, restore order, the loop, logs and checkpoints.
+
+``Trainer(config, task, workdir)`` builds the mesh, optimizer and sharded train state from the run
+config's ``sharding``, ``optimizer`` and ``train`` sections; ``restore(...)`` applies the restore order
+of ``bert_jax.checkpoint``; ``fit(train_iter, evaluate)`` runs the loop: train step, metric windows
+(``metrics.jsonl``, TensorBoard, progress bar), periodic evaluation, periodic and final checkpoints,
+SIGTERM handling and the non-finite loss policy. Pretraining (``bert_jax.train``) and fine-tuning use it
+with their own data and evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import logs, optim, perf, sharding, steps
+from bert_jax.tasks.base import Task
+
+Evaluate = Callable[[Any], dict[str, float]]  # params -> metric means
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf (with ``train.on_nonfinite='stop'``)."""
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks (save a checkpoint, then stop cleanly)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, so no preemption saves
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class _Window:
+    """Step metrics since the last log record (device arrays, fetched once per window)."""
+
+    first_step: int
+    metrics: list = dataclasses.field(default_factory=list)
+    start_time: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def totals(self) -> dict[str, float]:
+        fetched = jax.device_get(self.metrics)
+        return {k: float(sum(m[k] for m in fetched)) for k in fetched[0]} if fetched else {}
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``Trainer.fit`` ends with."""
+
+    step: int
+    preempted: bool
+    eval_metrics: dict[str, float]
+
+
+class Trainer:
+    """Sharded state, restore, loop, logs and checkpoints for one task.
+
+    Attributes:
+      mesh, rules: the device mesh and logical-axis rules.
+      optimizer, schedule: the optax transformation and its learning-rate schedule.
+      state, state_shardings: the (sharded) ``steps.TrainState`` and its shardings.
+      checkpointer: ``<workdir>/checkpoints``.
+      writer: the metrics writer (``metrics.jsonl`` + TensorBoard) of the primary process.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, task: Task, workdir: str, *, seq_len: int,
+                 flops_per_token: float | None = None):
+        """Builds the mesh, optimizer and the sharded, freshly initialised state.
+
+        Args:
+          config: the run config (``train``, ``optimizer`` and ``sharding`` sections are read).
+          task: the objective.
+          workdir: where checkpoints and logs go.
+          seq_len: tokens per row (for tokens/s).
+          flops_per_token: model FLOPs per trained token, for MFU on devices with a known peak.
+        """
+        self.config, self.task, self.workdir = config, task, workdir
+        self.train_cfg = config.train
+        self.primary = jax.process_index() == 0
+        self.mesh = sharding.make_mesh(config.sharding.mesh)
+        self.rules = config.sharding.rules
+        opt_cfg = ml_collections.ConfigDict(config.optimizer)
+        opt_cfg.skip_nonfinite = bool(opt_cfg.get("skip_nonfinite")) or self.train_cfg.on_nonfinite == "skip"
+        self.optimizer, self.schedule = optim.make_optimizer(opt_cfg), optim.make_schedule(opt_cfg)
+        self.state, self.state_shardings = steps.create_train_state(
+            task, self.optimizer, self.mesh, self.rules, self.train_cfg.seed, batch_size=1, seq_len=seq_len)
+        self.tokens_per_step = self.train_cfg.batch_size * seq_len
+        self.flops_per_token = flops_per_token
+        self.checkpointer = checkpoint_lib.Checkpointer(
+            os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR), save_every=self.train_cfg.checkpoint_every,
+            keep=self.train_cfg.keep_checkpoints, async_save=self.train_cfg.async_checkpoint)
+        self.writer = logs.MetricWriter(workdir, enabled=self.primary, tensorboard=self.train_cfg.tensorboard)
+        self.eval_fn = steps.jit_eval_step(self.state_shardings.params, self.mesh, self.rules, task=task)
+
+    def restore(self, data_iterator: Any = None, *, drop_heads=(), import_hf=None) -> str:
+        """Applies the restore order (``bert_jax.checkpoint``); returns which rule applied."""
+        self.state, how = checkpoint_lib.restore_or_initialize(
+            self.checkpointer, self.state, data_iterator=data_iterator,
+            init_from=self.train_cfg.init_from or None, init_mode=self.train_cfg.init_mode,
+            drop_heads=drop_heads, import_hf=import_hf)
+        logging.info("%s", how)
+        return how
+
+    def _train_fn(self):
+        kwargs = dict(task=self.task, optimizer=self.optimizer, schedule=self.schedule)
+        if self.train_cfg.grad_accum_steps > 1:
+            return steps.jit_train_step(steps.accumulate_step, self.state_shardings, self.mesh, self.rules,
+                                        num_micro_batches=self.train_cfg.grad_accum_steps, **kwargs)
+        return steps.jit_train_step(steps.train_step, self.state_shardings, self.mesh, self.rules, **kwargs)
+
+    def evaluate_batches(self, params: Any, batches) -> dict[str, float]:
+        """The task's mean metrics over host batches (summed on device, one fetch)."""
+        totals: dict[str, Any] = {}
+        for batch in batches:
+            sums = self.eval_fn(params, sharding.shard_batch(batch, self.mesh))
+            totals = sums if not totals else jax.tree.map(lambda a, b: a + b, totals, sums)
+        return self.task.summarize(jax.device_get(totals))
+
+    def _check_finite(self, window: _Window) -> None:
+        """Raises NonFiniteLossError naming the first bad step and the checkpoint to resume from."""
+        for offset, metrics in enumerate(jax.device_get(window.metrics)):
+            loss = float(self.task.loss_from_sums(metrics))
+            if not math.isfinite(loss):
+                step = window.first_step + offset + 1
+                latest = self.checkpointer.latest_step()
+                where = f"{self.checkpointer.directory}/{latest}" if latest is not None else "none yet"
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step}; last good checkpoint: {where}. Lower the learning rate or "
+                    "set --config.train.on_nonfinite=skip, then rerun the same command to resume from it.")
+
+    def _log_window(self, window: _Window, step: int, progress: logs.Progress) -> None:
+        if self.train_cfg.on_nonfinite == "stop":
+            self._check_finite(window)
+        elapsed = max(time.perf_counter() - window.start_time, 1e-9)
+        means = self.task.summarize(window.totals())
+        tokens_per_second = len(window.metrics) * self.tokens_per_step / elapsed
+        means.update(tokens_per_second=tokens_per_second, steps_per_second=len(window.metrics) / elapsed)
+        utilisation = None
+        peak = perf.device_peak_flops()
+        if peak and self.flops_per_token:
+            utilisation = tokens_per_second * self.flops_per_token / (peak * jax.device_count())
+            means["mfu"] = utilisation
+        self.writer.write(step, "train", means)
+        progress.update(step, loss=means["loss"], tok_s=tokens_per_second, mfu=utilisation)
+
+    def fit(self, train_iter: Iterator[dict[str, np.ndarray]], evaluate: Evaluate) -> FitResult:
+        """Trains to ``train.num_steps`` from the current state's step.
+
+        Args:
+          train_iter: host batches of the task's fields (this process's share); its state is saved with
+            every checkpoint when it has ``get_state`` (a Grain iterator).
+          evaluate: ``params -> metric means``, run every ``train.eval_every`` steps and at the end.
+
+        Returns:
+          The final step, whether SIGTERM stopped the run, and the last evaluation.
+        """
+        cfg = self.train_cfg
+        data_iterator = train_iter if hasattr(train_iter, "get_state") else None
+        train_fn = self._train_fn()
+        step = int(jax.device_get(self.state.step))
+        progress = logs.Progress(cfg.num_steps, step, enabled=self.primary and cfg.progress_bar)
+        window, eval_metrics, preempted = _Window(step), {}, False
+        with _Preemption() as preemption:
+            while step < cfg.num_steps:
+                batch = next(train_iter)
+                self.state, metrics = train_fn(self.state, sharding.shard_batch(batch, self.mesh))
+                step += 1
+                window.metrics.append(metrics)
+                if step % cfg.log_every == 0 or step == cfg.num_steps or preemption.requested:
+                    self._log_window(window, step, progress)
+                    window = _Window(step)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
+                    eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+                if preemption.requested:
+                    self.checkpointer.save(step, self.state, data_iterator, force=True)
+                    preempted = True
+                    break
+                if step % cfg.checkpoint_every == 0:
+                    self.checkpointer.save(step, self.state, data_iterator)
+            if window.metrics:
+                self._log_window(window, step, progress)
+            if not preempted:
+                if self.checkpointer.latest_step() != step:
+                    self.checkpointer.save(step, self.state, data_iterator, force=True)
+                eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+        self.checkpointer.wait()
+        progress.close()
+        return FitResult(step=step, preempted=preempted, eval_metrics=eval_metrics)
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.writer.close()
+
