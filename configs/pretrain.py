@@ -101,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = default_data_config()  # data_pipelines/loader.py: sources, lengths, masking, NSP/packing.
     c.data.sources = [  # English Wikipedia (TFDS) 3 : books 1, both with a 1% held-out split.
         {"name": "tfds", "dataset": "wikipedia/20230601.en", "data_dir": "", "weight": 3.0, "eval_fraction": 0.01},
-        {"name": "books", "path": "data/books", "data_dir": "data", "weight": 1.0, "eval_fraction": 0.01},
+        {"name": "books", "books_dir": "data/books", "data_dir": "data", "weight": 1.0, "eval_fraction": 0.01},
     ]
     c.optimizer = default_optimizer_config()  # bert_jax/optim.py: AdamW, warmup 10k, linear decay to 0.
     c.optimizer.total_steps = TOTAL_STEPS

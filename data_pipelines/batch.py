@@ -3,7 +3,9 @@
 Every batch the loaders yield, and every batch a task, test or benchmark builds, is a ``dict`` of
 NumPy ``int32`` arrays with exactly the fields below (``B`` = batch size, ``S`` = sequence length,
 ``P`` = max predictions per sequence). This module is the single place that defines them; import the
-names from here instead of spelling them again.
+names from here instead of spelling them again. The fine-tuning specs (classification, regression,
+span, tagging, multiple choice) follow at the end of the module; :data:`FIELD_DTYPES` names the few
+fields that are not ``int32`` (the STS-B ``regression_target`` is float32).
 
 Conventions:
   * Token ids follow the vocabulary: ``[PAD]`` is whatever id the tokenizer reports as pad (0 for the
@@ -71,8 +73,9 @@ def validate_batch(
       The dimensions found, e.g. ``{"B": 8, "S": 128, "P": 20}``.
 
     Raises:
-      ValueError: naming the field, when a field is missing, extra, of the wrong dtype, or of a shape
-        that disagrees with another field or with ``dims``.
+      ValueError: naming the field, when a field is missing, extra, of the wrong dtype (int32 unless
+        :data:`FIELD_DTYPES` names another), or of a shape that disagrees with another field or with
+        ``dims``.
     """
     missing = sorted(set(fields) - set(batch))
     extra = sorted(set(batch) - set(fields))
@@ -81,8 +84,9 @@ def validate_batch(
     found: dict[str, int] = dict(dims or {})
     for name, symbolic in fields.items():
         array = batch[name]
-        if np.dtype(array.dtype) != DTYPE:
-            raise ValueError(f"batch field {name!r} has dtype {array.dtype}, expected int32")
+        expected_dtype = field_dtype(name)
+        if np.dtype(array.dtype) != expected_dtype:
+            raise ValueError(f"batch field {name!r} has dtype {array.dtype}, expected {expected_dtype}")
         if array.ndim != len(symbolic):
             raise ValueError(f"batch field {name!r} has shape {array.shape}, expected {symbolic}")
         for symbol, size in zip(symbolic, array.shape):
@@ -98,4 +102,59 @@ def zeros_batch(
     fields: Mapping[str, tuple[str, ...]] = PRETRAINING_FIELDS, **dims: int
 ) -> dict[str, np.ndarray]:
     """An all-zero batch with the contract's shapes, e.g. for shape inference and compilation."""
-    return {name: np.zeros(resolve_shape(shape, dims), DTYPE) for name, shape in fields.items()}
+    return {name: np.zeros(resolve_shape(shape, dims), field_dtype(name)) for name, shape in fields.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning batches (data_pipelines/finetune/ builds them). Every row also carries the encoder
+# fields above; an unpacked row has ``sequence_ids == input_mask`` and ``position_ids == 0..S-1``.
+# ---------------------------------------------------------------------------------------------
+
+# Fields whose dtype is not int32; every field not named here is int32.
+FIELD_DTYPES: dict[str, type] = {
+    "regression_target": np.float32,
+}
+
+
+def field_dtype(name: str) -> np.dtype:
+    """The dtype of batch field ``name``: int32 unless :data:`FIELD_DTYPES` says otherwise."""
+    return np.dtype(FIELD_DTYPES.get(name, DTYPE))
+
+
+_ENCODER_SPEC: dict[str, tuple[str, ...]] = {name: ("B", "S") for name in ENCODER_FIELDS}
+
+# Sentence (pair) classification, e.g. GLUE: ``label`` is the class index, -1 on unlabelled rows
+# (test sets).
+CLASSIFICATION_FIELDS: dict[str, tuple[str, ...]] = {**_ENCODER_SPEC, "label": ("B",)}
+
+# Sentence-pair regression (STS-B): ``regression_target`` is float32, NaN on unlabelled rows.
+REGRESSION_FIELDS: dict[str, tuple[str, ...]] = {**_ENCODER_SPEC, "regression_target": ("B",)}
+
+# Extractive QA (SQuAD): one row per document window. ``start_positions``/``end_positions`` index
+# the answer's first/last token in the row, or 0/0 (``[CLS]``) when the window does not contain it
+# (or the question has no answer). ``example_index`` is the question's index in the example list and
+# ``window_index`` the row's index in the window list, to map logits back for decoding.
+SPAN_FIELDS: dict[str, tuple[str, ...]] = {
+    **_ENCODER_SPEC,
+    "start_positions": ("B",),
+    "end_positions": ("B",),
+    "example_index": ("B",),
+    "window_index": ("B",),
+}
+
+# Token classification (NER): ``labels`` is the tag index on the FIRST sub-token of each word and 0
+# elsewhere; ``label_weights`` is 1 on those first sub-tokens and 0 on the rest ([CLS], [SEP],
+# continuation pieces, padding). Long sentences are split into windows, hence the two indexes.
+TAGGING_FIELDS: dict[str, tuple[str, ...]] = {
+    **_ENCODER_SPEC,
+    "labels": ("B", "S"),
+    "label_weights": ("B", "S"),
+    "example_index": ("B",),
+    "window_index": ("B",),
+}
+
+# Multiple choice (SWAG): C candidate rows per example; ``label`` is the correct choice, -1 if unknown.
+MULTIPLE_CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
+    **{name: ("B", "C", "S") for name in ENCODER_FIELDS},
+    "label": ("B",),
+}
