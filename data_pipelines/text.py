@@ -281,7 +281,8 @@ def split_sentences(text: str) -> list[str]:
 def _is_boundary(line: str, match: re.Match[str]) -> bool:
     if match.group("end") != ".":
         return True  # "!", "?", "…", "..." and "?!" end sentences when a capital follows
-    previous = _WORD_BEFORE.search(line, 0, match.start("end"))
+    # Look back a bounded distance: searching from the line start would be quadratic in paragraph length.
+    previous = _WORD_BEFORE.search(line, max(0, match.start("end") - 64), match.start("end"))
     if previous is None:
         return True
     word = previous.group(1).lstrip("\"'\u201c\u2018([").lower()
