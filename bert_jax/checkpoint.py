@@ -8,11 +8,15 @@ Layout of a workdir::
 The restore order (``restore_or_initialize``), first match wins:
 
 1. **Resume this run**: the newest finalised checkpoint in ``<workdir>/checkpoints``. Orbax never lists a
-   save that did not finish (it writes to a temporary directory and renames), and a newest checkpoint that
-   fails to restore (corrupt files) is skipped with a warning in favour of the one before it.
+   save that did not finish (it writes to a temporary directory and renames). A newest checkpoint that
+   fails to restore (corrupt files) is skipped with a warning in favour of the one before it, and moved
+   aside to ``<step>.unrestorable-<time>`` so the run saves that step again; when checkpoints exist but
+   none restores (e.g. the model config changed), ``CheckpointRestoreError`` says so rather than
+   silently starting over.
 2. **A full-state init checkpoint** (``init_from`` is a workdir or a ``checkpoints/<step>`` directory whose
    state tree matches ours): params, optimizer state, step and rng, e.g. phase 2 continuing phase 1 with the
-   step counter kept (``init_mode='full'``).
+   step counter kept (``init_mode='full'``). A checkpoint wins over a Hugging Face directory, since a
+   workdir holds our own ``config.json`` too.
 3. **Parameters only** from such a checkpoint (``init_mode='params'``, or automatically when the optimizer
    state does not match): ``params['bert']`` and any head whose name and shapes match; heads named in
    ``drop_heads`` (the pretraining heads, when fine-tuning) are dropped and initialised fresh.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +40,11 @@ from etils import epath
 
 PyTree = Any
 CHECKPOINT_SUBDIR = "checkpoints"
+UNRESTORABLE_SUFFIX = ".unrestorable"  # a checkpoint that failed to restore: <step>.unrestorable-<unix time>
+
+
+class CheckpointRestoreError(RuntimeError):
+    """Checkpoints exist in the run's directory but none of them restores into this run's state."""
 
 
 def _as_tree(state: PyTree) -> PyTree:
@@ -109,15 +119,44 @@ class Checkpointer:
         return flax.serialization.from_state_dict(state_template, restored["state"])
 
     def restore_latest(self, state_template: PyTree, data_iterator: Any = None) -> tuple[PyTree, int] | None:
-        """Restores the newest checkpoint that restores cleanly, newest first; None when there is none."""
+        """Restores the newest checkpoint that restores cleanly, newest first; None when there is none.
+
+        Newer checkpoints that failed are moved aside (``<step>.unrestorable-<time>``, kept for inspection)
+        so that this run saves those steps again instead of Orbax skipping steps it believes it has.
+
+        Raises:
+          CheckpointRestoreError: when there are checkpoints and none restores, listing each one's error.
+        """
+        failed: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
             try:
-                return self.restore(step, state_template, data_iterator), step
+                restored = self.restore(step, state_template, data_iterator)
             except Exception as error:  # pylint: disable=broad-except
-                logging.warning(
-                    "checkpoint %s/%d could not be restored (%s: %s); trying the previous one",
-                    self.directory, step, type(error).__name__, error)
+                failed.append((step, f"{type(error).__name__}: {error}"))
+                logging.warning("checkpoint %s/%d could not be restored (%s); trying the previous one",
+                                self.directory, step, failed[-1][1])
+                continue
+            if failed:
+                self._move_aside([bad for bad, _ in failed])
+            return restored, step
+        if failed:
+            raise CheckpointRestoreError(
+                f"none of the checkpoints in {self.directory} restores into this run's state (did the model, "
+                "optimizer or data config change? use a new workdir for a different run):\n  "
+                + "\n  ".join(f"step {step}: {error[:500]}" for step, error in failed))
         return None
+
+    def _move_aside(self, steps: Sequence[int]) -> None:
+        """Renames the step directories to ``<step>.unrestorable-<time>`` (ignored by Orbax) and reloads."""
+        self.wait()
+        suffix = f"{UNRESTORABLE_SUFFIX}-{int(time.time())}"
+        if jax.process_index() == 0:
+            for step in steps:
+                target = self.directory / f"{step}{suffix}"
+                (self.directory / str(step)).rename(target)
+                logging.warning("moved the unrestorable checkpoint %s/%d aside to %s", self.directory, step, target)
+        ocp.multihost.sync_global_processes("bert_jax_checkpoint_move_aside")
+        self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until an asynchronous save has finished."""
@@ -142,6 +181,14 @@ def find_checkpoint_dir(path: str | os.PathLike) -> tuple[epath.Path, int] | Non
     return None
 
 
+def stored_tree(state_dir: str | os.PathLike) -> dict[str, Any]:
+    """The saved tree of a ``checkpoints/<step>/state`` directory: nested dicts of Orbax array metadata
+    (``.shape``, ``.dtype``), read without restoring any array."""
+    metadata = ocp.PyTreeCheckpointer().metadata(epath.Path(state_dir))
+    metadata = getattr(metadata, "item_metadata", metadata)  # a StepMetadata wraps the TreeMetadata
+    return dict(getattr(metadata, "tree", metadata))
+
+
 def restore_params_only(
     checkpoint_dir: epath.Path, step: int, params_template: PyTree, drop_heads: Sequence[str] = ()
 ) -> tuple[PyTree, list[str]]:
@@ -157,9 +204,7 @@ def restore_params_only(
       ``(params, fresh)``: the merged params, and the top-level names that kept their fresh initialisation
       (dropped, or absent from the checkpoint).
     """
-    stored = ocp.PyTreeCheckpointer().metadata(checkpoint_dir / str(step) / "state")
-    stored = getattr(stored, "tree", stored)
-    stored_params = stored.get("params", {}) if hasattr(stored, "get") else {}
+    stored_params = stored_tree(checkpoint_dir / str(step) / "state").get("params", {})
     take = {name: sub for name, sub in params_template.items()
             if name not in drop_heads and name in stored_params}
     fresh = sorted(set(params_template) - set(take))
@@ -205,25 +250,28 @@ def restore_or_initialize(
         return state, f"resumed this run from {checkpointer.directory}/{step}"
     if not init_from:
         return fresh_state, "initialised from scratch"
-    if (epath.Path(init_from) / "config.json").exists():
-        if import_hf is None:
-            raise ValueError(f"init_from={init_from} is a Hugging Face directory but no importer was given")
-        return fresh_state.replace(params=import_hf(init_from, fresh_state.params)), (
-            f"params imported from the Hugging Face directory {init_from}")
     found = find_checkpoint_dir(init_from)
     if found is None:
+        if (epath.Path(init_from) / "config.json").exists():
+            if import_hf is None:
+                raise ValueError(f"init_from={init_from} is a Hugging Face directory but no importer was given")
+            return fresh_state.replace(params=import_hf(init_from, fresh_state.params)), (
+                f"params imported from the Hugging Face directory {init_from}")
         raise FileNotFoundError(
             f"init_from={init_from}: no finalised checkpoint (expected <workdir>/checkpoints/<step>/state) and no "
             "Hugging Face config.json there")
     directory, step = found
     if init_mode in ("full", "auto") and not drop_heads:
+        source = Checkpointer(directory, save_every=1, keep=1_000_000, async_save=False)
         try:
-            state = Checkpointer(directory, save_every=1, keep=1_000_000, async_save=False).restore(step, fresh_state)
+            state = source.restore(step, fresh_state)
             return state, f"full state from {directory}/{step}"
         except Exception as error:  # pylint: disable=broad-except
             if init_mode == "full":
                 raise ValueError(f"init_from={init_from}: the full state does not match this run: {error}") from error
             logging.info("full-state restore from %s/%d did not match (%s); taking params only", directory, step, error)
+        finally:
+            source.close()
     params, fresh = restore_params_only(directory, step, fresh_state.params, drop_heads)
     note = f"params from {directory}/{step}" + (f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
     return fresh_state.replace(params=params), note

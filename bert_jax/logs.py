@@ -86,6 +86,16 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return records
 
 
+def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per ``(step, split)``, the last one written winning, in step order.
+
+    A resumed run logs the steps after its checkpoint again (those a killed run had already logged);
+    the later records are the ones the run continued from.
+    """
+    latest = {(record["step"], record["split"]): record for record in records}
+    return [latest[key] for key in sorted(latest)]
+
+
 class Progress:
     """A tqdm bar showing step, loss, tokens/s, MFU and the ETA."""
 
@@ -117,7 +127,7 @@ class Progress:
 
 def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
     """Draws the training and eval curves of ``metrics.jsonl`` into a PNG; returns its path."""
-    records = read_metrics(workdir)
+    records = latest_records(read_metrics(workdir))
     if not records:
         return None
     import matplotlib  # pylint: disable=g-import-not-at-top

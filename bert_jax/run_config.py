@@ -101,10 +101,12 @@ def validate(
             "--config.task.nsp_weight=0")
     if data.nsp and data.packing:
         problems.append("data.nsp and data.packing are exclusive (packing is the no-NSP, RoBERTa-style layout)")
-    for name in ("log_every", "checkpoint_every"):
+    for name in ("log_every", "checkpoint_every", "eval_batches"):
         if train[name] < 1:
             problems.append(f"train.{name}={train[name]} must be >= 1")
-    if train.checkpoint_every % train.log_every:
+    if train.eval_every < 0:
+        problems.append(f"train.eval_every={train.eval_every} must be >= 0 (0: evaluate at the end only)")
+    if train.log_every >= 1 and train.checkpoint_every % train.log_every:
         problems.append(
             f"train.checkpoint_every={train.checkpoint_every} must be a multiple of train.log_every="
             f"{train.log_every} (a resumed run then logs the same windows as an uninterrupted one)")

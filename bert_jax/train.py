@@ -47,6 +47,17 @@ def hf_importer(scan_layers: bool):
         _, params, report = hf.load_hf_checkpoint(hf_dir, scan_layers=scan_layers)
         fresh = set(report.missing_heads)
         merged = {name: template[name] if name in fresh or name not in params else params[name] for name in template}
+
+        ours = dict(jax.tree_util.tree_flatten_with_path(template)[0])
+        theirs = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
+        problems = [f"{jax.tree_util.keystr(p)}: shape {np.shape(theirs[p])} there, {ours[p].shape} here"
+                    for p in ours if p in theirs and np.shape(theirs[p]) != ours[p].shape]
+        problems += [f"{jax.tree_util.keystr(p)}: absent there" for p in ours if p not in theirs]
+        problems += [f"{jax.tree_util.keystr(p)}: not in this model" for p in theirs if p not in ours]
+        if problems:
+            raise ValueError(
+                f"init_from={hf_dir} does not fit this run's model (set config.model to its config.json): "
+                + "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else ""))
         return jax.tree.map(lambda x, t: jax.device_put(np.asarray(x, t.dtype), t.sharding), merged, template)
 
     return import_hf
@@ -83,12 +94,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     train_loader = make_pretraining_loader(data_cfg, tokenizer, split="train", worker_count=train_cfg.worker_count,
                                            **loader_args)
     train_iter = iter(train_loader)
-    restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers))
-    eval_iter = iter(make_pretraining_loader(data_cfg, tokenizer, split="eval", **loader_args))
-    eval_batches = [next(eval_iter) for _ in range(train_cfg.eval_batches)]
-
-    result = trainer.fit(train_iter, lambda params: trainer.evaluate_batches(params, eval_batches))
-    trainer.close()
+    try:
+        restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers))
+        eval_iter = iter(make_pretraining_loader(data_cfg, tokenizer, split="eval", **loader_args))
+        eval_batches = [next(eval_iter) for _ in range(train_cfg.eval_batches)]
+        result = trainer.fit(train_iter, lambda params: trainer.evaluate_batches(params, eval_batches))
+    finally:  # also on errors (e.g. NonFiniteLossError): finish pending saves, stop loader workers
+        trainer.close()
+        if hasattr(train_iter, "close"):
+            train_iter.close()
     summary = {
         "step": result.step,
         "preempted": result.preempted,
@@ -104,6 +118,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if trainer.primary:
         with open(os.path.join(workdir, FINAL_SUMMARY_FILE), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=str)
-    if hasattr(train_iter, "close"):
-        train_iter.close()
     return summary

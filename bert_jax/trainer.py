@@ -150,6 +150,7 @@ class Trainer:
             loss = float(self.task.loss_from_sums(metrics))
             if not math.isfinite(loss):
                 step = window.first_step + offset + 1
+                self.checkpointer.wait()  # name a finalised checkpoint, not one still being written
                 latest = self.checkpointer.latest_step()
                 where = f"{self.checkpointer.directory}/{latest}" if latest is not None else "none yet"
                 raise NonFiniteLossError(
@@ -197,12 +198,12 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.num_steps or preemption.requested:
                     self._log_window(window, step, progress)
                     window = _Window(step)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
-                    eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
-                if preemption.requested:
+                if preemption.requested:  # before evaluating: the grace period after SIGTERM is short
                     self.checkpointer.save(step, self.state, data_iterator, force=True)
                     preempted = True
                     break
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
+                    eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
                 if step % cfg.checkpoint_every == 0:
                     self.checkpointer.save(step, self.state, data_iterator)
             if window.metrics:

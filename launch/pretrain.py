@@ -2,6 +2,10 @@
 
 Any config field can be overridden, e.g. ``--config.train.num_steps=100``. Rerunning the same command
 resumes from the newest checkpoint in the workdir. SIGTERM (preemption) saves a checkpoint and exits 0.
+
+Several processes (hosts, or GPUs of one host) join one run through ``bert_jax.distributed``: detected
+on Cloud TPU VMs, under SLURM and Open MPI, or given with ``--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I``; ``docs/scaling.md`` and the ``launch/*.sh`` scripts show how.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import logs, train
+from bert_jax import distributed, logs, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Directory for checkpoints, logs and plots.")
@@ -20,6 +24,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Directory for checkp
 def main(argv):
     del argv
     logs.setup_logging()
+    distributed.initialize_from_flags()  # Before anything touches a device.
     summary = train.run(_CONFIG.value, _WORKDIR.value)
     print(json.dumps(summary, indent=2, default=str))
 
