@@ -58,25 +58,42 @@ class FinetuneTask(Task):
         """Per-row prediction arrays (leading dimension ``B``) from the model's outputs."""
 
 
+POOLINGS = ("cls", "mean")
+
+
+def mean_over_tokens(sequence: Array, input_mask: Array) -> Array:
+    """Sentence-BERT pooling: the mean of ``sequence [B, S, H]`` over the real tokens -> ``[B, H]``."""
+    mask = input_mask[..., None].astype(sequence.dtype)
+    return jnp.sum(sequence * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
+
+
 class PooledClassifier(nn.Module):
-    """BERT, then dropout and a dense layer on the pooled ``[CLS]`` output.
+    """BERT, then dropout and a dense layer on a sentence vector.
 
     Attributes:
       config: the encoder's hyperparameters.
       num_outputs: classes (1 for regression and for multiple-choice scores).
+      pooling: ``"cls"``, BERT's pooled output (tanh dense layer on ``[CLS]``), or ``"mean"``, the mean
+        of the last hidden states over the real tokens (for Sentence-BERT encoders such as
+        all-MiniLM-L6-v2, trained with mean pooling and never with their ``[CLS]`` pooler).
     """
 
     config: ModelConfig
     num_outputs: int
+    pooling: str = "cls"
 
     def setup(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
         self.bert = BertModel(self.config)
         self.dropout = nn.Dropout(self.config.hidden_dropout)
         self.classifier = head_dense(self.config, self.num_outputs, "classifier")
 
     def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> Array:
         """float32 ``[B, num_outputs]`` logits from the encoder fields of ``batch`` (``[B, S]`` each)."""
-        _, pooled = encode_batch(self.bert, batch, deterministic)
+        sequence, pooled = encode_batch(self.bert, batch, deterministic)
+        if self.pooling == "mean":
+            pooled = mean_over_tokens(sequence, batch["input_mask"])
         return self.classifier(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
 
@@ -91,18 +108,19 @@ class ClassificationTask(FinetuneTask):
     batch_fields = batch_lib.CLASSIFICATION_FIELDS
     metric_ratios = {"cross_entropy": ("loss_sum", "count"), "accuracy": ("correct", "count")}
 
-    def __init__(self, model_config: ModelConfig, num_labels: int):
+    def __init__(self, model_config: ModelConfig, num_labels: int, pooling: str = "cls"):
         """Args:
           model_config: the encoder's hyperparameters.
           num_labels: number of classes (>= 2).
+          pooling: the sentence vector the head reads, ``"cls"`` or ``"mean"`` (``PooledClassifier``).
         """
         if num_labels < 2:
             raise ValueError(f"num_labels={num_labels} must be >= 2 for classification")
-        self.num_labels = num_labels
+        self.num_labels, self.pooling = num_labels, pooling
         super().__init__(model_config)
 
     def build_model(self) -> nn.Module:
-        return PooledClassifier(self.model_config, self.num_labels)
+        return PooledClassifier(self.model_config, self.num_labels, self.pooling)
 
     def batch_dims(self, batch_size: int, seq_len: int) -> dict[str, int]:
         return {"B": batch_size, "S": seq_len}
@@ -134,8 +152,16 @@ class RegressionTask(FinetuneTask):
     batch_fields = batch_lib.REGRESSION_FIELDS
     metric_ratios = {"mse": ("squared_error_sum", "count")}
 
+    def __init__(self, model_config: ModelConfig, pooling: str = "cls"):
+        """Args:
+          model_config: the encoder's hyperparameters.
+          pooling: ``"cls"`` or ``"mean"`` (``PooledClassifier``).
+        """
+        self.pooling = pooling
+        super().__init__(model_config)
+
     def build_model(self) -> nn.Module:
-        return PooledClassifier(self.model_config, 1)
+        return PooledClassifier(self.model_config, 1, self.pooling)
 
     def batch_dims(self, batch_size: int, seq_len: int) -> dict[str, int]:
         return {"B": batch_size, "S": seq_len}

@@ -48,18 +48,19 @@ class MultipleChoiceTask(FinetuneTask):
     batch_fields = batch_lib.MULTIPLE_CHOICE_FIELDS
     metric_ratios = {"cross_entropy": ("loss_sum", "count"), "accuracy": ("correct", "count")}
 
-    def __init__(self, model_config: ModelConfig, num_choices: int = 4):
+    def __init__(self, model_config: ModelConfig, num_choices: int = 4, pooling: str = "cls"):
         """Args:
           model_config: the encoder's hyperparameters.
           num_choices: ``C``, candidates per example (for ``init_batch``; any ``C`` runs).
+          pooling: ``"cls"`` or ``"mean"`` (``PooledClassifier``).
         """
         if num_choices < 2:
             raise ValueError(f"num_choices={num_choices} must be >= 2")
-        self.num_choices = num_choices
+        self.num_choices, self.pooling = num_choices, pooling
         super().__init__(model_config)
 
     def build_model(self) -> nn.Module:
-        return MultipleChoiceModel(self.model_config, 1)
+        return MultipleChoiceModel(self.model_config, 1, self.pooling)
 
     def batch_dims(self, batch_size: int, seq_len: int) -> dict[str, int]:
         return {"B": batch_size, "C": self.num_choices, "S": seq_len}

@@ -64,7 +64,8 @@ class SpanTask(FinetuneTask):
 
     def metric_sums(self, outputs: Mapping[str, Array], batch: Mapping[str, Array]) -> Metrics:
         weights = real_examples(batch)
-        start_loss, start_correct, count = classification_sums(outputs["start_logits"], batch["start_positions"], weights)
+        start_loss, start_correct, count = classification_sums(
+            outputs["start_logits"], batch["start_positions"], weights)
         end_loss, end_correct, _ = classification_sums(outputs["end_logits"], batch["end_positions"], weights)
         return {"start_loss_sum": start_loss, "end_loss_sum": end_loss, "start_correct": start_correct,
                 "end_correct": end_correct, "count": count}
