@@ -130,7 +130,8 @@ def _demo(**overrides) -> ml_collections.ConfigDict:
                                    r"data-parallel devices"),
     ({"train.batch_size": 32, "train.grad_accum_steps": 8}, {},
      r"train.batch_size=32 / grad_accum_steps=8 is not divisible by the 8"),
-    ({"train.grad_accum_steps": 3}, {}, r"train.batch_size=32 is not divisible by train.grad_accum_steps=3"),
+    ({"train.batch_size": 32, "train.grad_accum_steps": 3}, {},
+     r"train.batch_size=32 is not divisible by train.grad_accum_steps=3"),
     ({"sharding.mesh.data": 4}, {}, r"sharding.mesh does not fit the 8 devices"),
     ({"sharding.mesh.fsdp": 3}, {}, r"sharding.mesh does not fit the 8 devices"),
     ({}, {"tokenizer_vocab_size": 30522}, r"model.vocab_size=8000 does not match the tokenizer's 30522 "
