@@ -1,0 +1,113 @@
+"""Smoke test of the pretraining-step benchmark (bench/bench_step.py): tiny BERT, two timed steps.
+
+No timing is asserted: the records must be complete and finite, the losses those of an untrained BERT,
+the random batch a realistic contract batch, and FLOPs/token the formula of REFERENCE.md computed from
+the parameters the model really has.
+"""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from bench import bench_step
+from bert_jax.config import ModelConfig
+from bert_jax.tasks import get_task
+from data_pipelines import batch as batch_contract
+
+CONFIG = ModelConfig.from_size("tiny")
+SHAPE = dict(batch_size=4, seq_len=32, max_predictions=5, steps=2, warmup=1)
+# An untrained model predicts uniformly: MLM cross-entropy ~ ln(V), NSP ~ ln(2).
+UNTRAINED_LOSS = math.log(CONFIG.vocab_size) + math.log(2)
+# The smoke test times nothing that matters: compile quickly (~2x faster than the default level).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+POSITIVE_FIELDS = ("step_time_median_s", "step_time_mean_s", "step_time_min_s", "tokens_per_s",
+                   "sequences_per_s", "compile_s", "peak_memory_bytes", "flops_per_token", "achieved_tflops",
+                   "cpu_cores_used")
+
+
+def _check_record(record, framework):
+    assert record["framework"] == framework
+    assert record["timed_steps"] == SHAPE["steps"]
+    for field in POSITIVE_FIELDS:
+        assert math.isfinite(record[field]) and record[field] > 0, (field, record[field])
+    assert record["step_time_min_s"] <= record["step_time_median_s"] <= record["step_time_max_s"]
+    assert record["tokens_per_s"] == pytest.approx(
+        SHAPE["batch_size"] * SHAPE["seq_len"] / record["step_time_median_s"])
+    assert record["mfu"] is None  # CPU: no known peak
+    assert "RSS" in record["peak_memory_source"]
+    assert abs(record["loss"] - UNTRAINED_LOSS) < 0.5, record["loss"]
+    assert record["page_faults_per_step"] >= 0 and record["system_s_per_step"] >= 0
+
+
+def test_flops_per_token_counts_the_real_encoder_parameters():
+    task = get_task("pretraining", CONFIG, max_predictions=SHAPE["max_predictions"])
+    params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+    encoder = sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params["bert"]["encoder"]))
+    h, v, s, p, layers = CONFIG.hidden_size, CONFIG.vocab_size, 128, 20, CONFIG.num_layers
+    expected = 6 * encoder + 12 * layers * s * h + (p / s) * 6 * (h * h + h * v)
+    assert CONFIG.non_embedding_params() == encoder
+    assert CONFIG.train_flops_per_token(s, p) == pytest.approx(expected)
+
+
+def test_random_batch_is_a_realistic_contract_batch():
+    batch = bench_step.random_pretraining_batch(batch_size=64, seq_len=128, max_predictions=20,
+                                                vocab_size=CONFIG.vocab_size, seed=3)
+    assert batch_contract.validate_batch(batch) == {"B": 64, "S": 128, "P": 20}
+    real = batch["input_mask"].astype(bool)
+    assert 0 < (~real.all(axis=1)).sum() < 64  # some rows padded, not all
+    assert (batch["input_ids"][~real] == bench_step.PAD_ID).all()
+    assert (batch["input_ids"][:, 0] == bench_step.CLS_ID).all()
+    assert (batch["segment_ids"][real] == 1).any() and (batch["segment_ids"][~real] == 0).all()
+    predicted = batch["masked_lm_weights"].sum()
+    assert 0.13 < predicted / real.sum() < 0.16  # ~15% of the real tokens, capped at P
+    targets = batch["masked_lm_ids"][batch["masked_lm_weights"] > 0]
+    assert targets.min() >= bench_step.FIRST_REAL_ID and targets.max() < CONFIG.vocab_size
+    rows, cols = np.nonzero(batch["masked_lm_weights"])
+    assert real[rows, batch["masked_lm_positions"][rows, cols]].all()  # predictions sit on real tokens
+    masked_share = (batch["input_ids"] == bench_step.MASK_ID).sum() / predicted
+    assert 0.7 < masked_share < 0.9  # the 80% [MASK] of 80/10/10
+
+
+def test_random_batch_rejects_a_vocabulary_without_real_word_pieces():
+    with pytest.raises(ValueError, match="vocab_size=500"):
+        bench_step.random_pretraining_batch(batch_size=2, seq_len=16, max_predictions=2, vocab_size=500)
+
+
+def test_parse_mesh():
+    assert bench_step.parse_mesh("data=-1") == {"data": -1}
+    assert bench_step.parse_mesh("data=2, tensor=4") == {"data": 2, "tensor": 4}
+    with pytest.raises(ValueError, match="axis=size"):
+        bench_step.parse_mesh("data")
+
+
+def test_command_line_rejects_bad_arguments(capsys):
+    for bad in (["--framework=jax,tf"], ["--steps=0"], ["--mode=parallel"]):
+        with pytest.raises(SystemExit):
+            bench_step.main(bad)
+    assert "--framework='jax,tf'" in capsys.readouterr().err
+
+
+def test_interleaved_jax_and_torch_measurement():
+    jax_options = dict(mesh={"data": 1}, devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
+    records = bench_step.measure(CONFIG, frameworks=["jax", "torch"], **SHAPE, jax_options=jax_options,
+                                 torch_options=dict(num_threads=1))
+    assert list(records) == ["jax", "torch"]
+    for framework, record in records.items():
+        _check_record(record, framework)
+        assert record["interleaved"]
+    assert records["jax"]["num_devices"] == 1 and records["jax"]["lower_s"] < records["jax"]["compile_s"]
+    assert records["torch"]["attn_implementation"] == "sdpa" and records["torch"]["mlm"] == "gather"
+
+
+def test_torch_full_sequence_mlm_loss_matches_the_gathered_one():
+    """Hugging Face's -100 labels path and the masked-position gather give the same loss (same seed)."""
+    losses = {}
+    for mlm in bench_step.TORCH_MLM_MODES:
+        runner = bench_step.make_torch_runner(
+            CONFIG.replace(hidden_dropout=0.0, attention_dropout=0.0), batch_size=4, seq_len=32,
+            max_predictions=5, mlm=mlm, num_threads=1)
+        losses[mlm] = runner.last_loss()  # the first step's loss, before any update
+        assert runner.info["mlm"] == mlm
+    assert losses["full"] == pytest.approx(losses["gather"], rel=1e-5)
