@@ -12,24 +12,26 @@ clipping at global norm 1.0).
   Hugging Face's full-sequence ``labels`` path (``--torch_mlm=full``: every position is projected onto
   the vocabulary). ``--dtype=bfloat16`` runs it under ``torch.autocast`` (fp32 master weights, as ours).
 
-``--mode=isolated`` (default) runs each framework in its own spawned process (own peak memory);
-``--mode=interleaved`` runs both in one and alternates their timed steps, so that on a shared machine
-both see the same load. After compilation (JAX: lower + compile; PyTorch: the first eager step) and
-``--warmup`` steps, ``--steps`` steps are timed one by one (each waited for); the median gives tokens/s
-(all ``B x S`` positions). CPU and system seconds, page faults and the load average are reported too.
+Each framework runs in a spawned worker process of its own (own runtime, own peak memory). With
+``--mode=alternating`` (default) the workers live together and their timed steps alternate, so that on a
+shared machine both see the same load; ``--mode=isolated`` measures one framework at a time. After
+compilation (JAX: lower + compile; PyTorch: the first eager step) and ``--warmup`` steps, ``--steps``
+steps are timed one by one (each waited for); the median gives tokens/s (all ``B x S`` positions). CPU
+and system seconds, page faults per step and the load average are reported too.
 
 Usage::
 
     python -m bench.bench_step --size=mini --batch_size=32 --seq_len=128 --max_predictions=20 --steps=20
-    python -m bench.bench_step --size=base --batch_size=8 --steps=5 --mode=interleaved --out=results.jsonl
+    python -m bench.bench_step --size=base --batch_size=8 --steps=5 --out=results.jsonl
     python -m bench.bench_step --size=large --batch_size=64 --dtype=bfloat16 --torch_device=cuda  # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -38,7 +40,7 @@ import resource
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +55,7 @@ from data_pipelines.masking import TokenMasker  # noqa: E402
 
 FRAMEWORKS = ("jax", "torch")
 TORCH_MLM_MODES = ("gather", "full")
-MODES = ("isolated", "interleaved")
+MODES = ("alternating", "isolated")
 # glibc malloc settings that stop XLA's per-step buffers (e.g. the [B*P, V] MLM logits) from being
 # mmap'd, page-faulted in and unmapped again every step: one arena, big blocks from the heap, the heap
 # never trimmed. On 2 Zen 4 cores this removed ~250k page faults and ~0.5 CPU-s per BERT-mini step.
@@ -152,7 +154,8 @@ class StepRunner:
     ``run_step`` runs one step and waits for it; ``last_loss`` is that step's loss; ``compile_s`` the
     seconds before the first step could run (JAX: lower + compile; PyTorch: the first eager step);
     ``peak_memory`` returns ``(bytes, how it was measured)``; ``num_devices`` and ``peak_flops`` (of one
-    device, None where unknown) give MFU; ``info`` is copied into the result record.
+    device, None where unknown) give MFU; ``info`` is copied into the result record. ``timed_step``
+    runs one step and returns its ``sample_step`` measurement (by default in this process).
     """
 
     framework: str
@@ -163,17 +166,30 @@ class StepRunner:
     num_devices: int
     peak_flops: float | None
     info: dict[str, Any]
+    timed_step: Callable[[], tuple[float, float, float, int]] | None = None
+
+    def __post_init__(self):
+        if self.timed_step is None:
+            self.timed_step = lambda: sample_step(self.run_step)
+
+    def description(self) -> dict[str, Any]:
+        """The plain (picklable) fields."""
+        return {name: getattr(self, name) for name in ("framework", "compile_s", "num_devices", "peak_flops", "info")}
+
+
+def sample_step(run_step: Callable[[], None]) -> tuple[float, float, float, int]:
+    """Runs one step; returns its wall seconds and this process's CPU seconds, system seconds, page faults."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run_step()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    system = after.ru_stime - before.ru_stime
+    return wall, after.ru_utime - before.ru_utime + system, system, after.ru_minflt - before.ru_minflt
 
 
 def available_cpus() -> int:
     """The CPUs this process may run on (``taskset`` respected)."""
     return len(os.sched_getaffinity(0))
-
-
-def _rss_bytes() -> int:
-    """Current resident set size of this process (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _host_peak_memory() -> tuple[int, str]:
@@ -194,8 +210,7 @@ def time_runners(
     """Times ``steps`` steps of each runner after ``warmup`` untimed ones.
 
     With several runners the timed steps alternate (one step of each in turn), so that a machine
-    shared with other jobs loads all of them alike. Each step's wall time and this process's CPU time,
-    system time and minor page faults are taken.
+    shared with other jobs loads all of them alike. Each step is measured by ``sample_step``.
 
     Returns:
       framework -> result record: step times (median/mean/min/max), ``tokens_per_s`` (``B x S`` over
@@ -210,16 +225,10 @@ def time_runners(
         for _ in range(warmup):
             runner.run_step()
     load_before = os.getloadavg()
-    samples = {runner.framework: [] for runner in runners}  # per step: wall s, CPU s, system s, page faults
+    samples = {runner.framework: [] for runner in runners}
     for _ in range(steps):
         for runner in runners:
-            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            runner.run_step()
-            wall = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_SELF)
-            system = after.ru_stime - before.ru_stime
-            samples[runner.framework].append(
-                (wall, after.ru_utime - before.ru_utime + system, system, after.ru_minflt - before.ru_minflt))
+            samples[runner.framework].append(runner.timed_step())
     load_after = os.getloadavg()
     flops_per_token = config.train_flops_per_token(seq_len, max_predictions)
     records = {}
@@ -245,7 +254,7 @@ def time_runners(
             "mfu": achieved / (runner.peak_flops * runner.num_devices) if runner.peak_flops else None,
             "loss": runner.last_loss(),
             "timed_steps": steps,
-            "interleaved": len(runners) > 1,
+            "alternated_with": [r.framework for r in runners if r is not runner],
             "cpu_s_per_step": float(cpu.mean()),
             "cpu_cores_used": float(cpu.sum() / times.sum()),
             "system_s_per_step": float(system.mean()),
@@ -276,12 +285,9 @@ def make_jax_runner(
 
     Args:
       config: the model (``dtype``, ``scan_layers``, ``remat``, ``attention_impl`` as set).
-      batch_size, seq_len, max_predictions: the batch shape ``B, S, P``.
-      mesh: ``sharding.make_mesh`` axis sizes (default ``{"data": -1}``).
-      devices: the devices of the mesh (default all).
-      compiler_options: XLA options for this compilation only, e.g.
-        ``{"xla_backend_optimization_level": 0}`` (``jax.stages.Lowered.compile``).
-      seed: seed of the parameters and of the batch.
+      batch_size, seq_len, max_predictions: the batch shape ``B, S, P``; ``seed`` seeds params and batch.
+      mesh: ``sharding.make_mesh`` axis sizes (default ``{"data": -1}``) over ``devices`` (default all).
+      compiler_options: XLA options of this compilation only (``jax.stages.Lowered.compile``).
     """
     import jax
 
@@ -289,7 +295,6 @@ def make_jax_runner(
     from bert_jax import steps as steps_lib
     from bert_jax.tasks import get_task
 
-    baseline_rss = _rss_bytes()
     task = get_task("pretraining", config, max_predictions=max_predictions)
     optimizer = optim.make_optimizer(bench_optimizer_config())
     device_mesh = sharding.make_mesh(mesh or {"data": -1}, devices)
@@ -331,7 +336,6 @@ def make_jax_runner(
             "device": used_devices[0].device_kind,
             "num_devices": len(used_devices),
             "mesh": dict(device_mesh.shape),
-            "baseline_rss_bytes": baseline_rss,
             "xla_temp_bytes": getattr(compiled.memory_analysis(), "temp_size_in_bytes", None),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "compiler_options": dict(compiler_options or {}),
@@ -400,7 +404,6 @@ def make_torch_runner(
     torch.set_num_threads(num_threads or available_cpus())
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     torch.manual_seed(seed)
-    baseline_rss = _rss_bytes()
     hf_config = transformers.BertConfig(**model_config_to_hf_config(config), attn_implementation="sdpa")
     model = transformers.BertForPreTraining(hf_config).to(device).train()
     optimizer_cfg = bench_optimizer_config()
@@ -461,46 +464,76 @@ def make_torch_runner(
             "num_threads": torch.get_num_threads(),
             "mlm": mlm,
             "attn_implementation": model.config._attn_implementation,
-            "baseline_rss_bytes": baseline_rss,
             "torch_version": torch.__version__,
             "transformers_version": transformers.__version__,
         },
     )
 
 
-def measure(
-    config: ModelConfig,
-    *,
-    frameworks: Sequence[str],
-    batch_size: int,
-    seq_len: int,
-    max_predictions: int,
-    steps: int,
-    warmup: int = 2,
-    seed: int = 0,
-    jax_options: Mapping[str, Any] | None = None,
-    torch_options: Mapping[str, Any] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Builds the runners of ``frameworks`` (a subset of ``FRAMEWORKS``) here and times them.
-
-    ``jax_options`` / ``torch_options`` are extra ``make_jax_runner`` / ``make_torch_runner`` arguments;
-    the rest is as ``time_runners``. Returns framework -> result record.
-    """
-    shape = dict(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions)
-    makers = {"jax": (make_jax_runner, jax_options), "torch": (make_torch_runner, torch_options)}
-    runners = [makers[name][0](config, **shape, seed=seed, **(makers[name][1] or {})) for name in frameworks]
-    return time_runners(runners, config=config, **shape, steps=steps, warmup=warmup)
+MAKERS: dict[str, Callable[..., StepRunner]] = {"jax": make_jax_runner, "torch": make_torch_runner}
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Command line: one worker process per framework
 
 
-def run_isolated(fn: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-    """Runs ``fn(**kwargs)`` in a fresh spawned process (own peak RSS, own JAX/torch runtime)."""
+def _serve_runner(connection, framework: str, kwargs: dict[str, Any]) -> None:
+    """Worker process: builds the framework's runner, then answers requests until ``"close"``.
+
+    An exception is sent back instead of an answer (the parent raises it) and ends the worker.
+    """
+    try:
+        runner = MAKERS[framework](**kwargs)
+        connection.send(runner.description())
+        actions = {"step": runner.run_step, "timed_step": runner.timed_step, "loss": runner.last_loss,
+                   "memory": runner.peak_memory}
+        while (request := connection.recv()) != "close":
+            connection.send(actions[request]())
+    except Exception as error:  # noqa: BLE001 - handed to the parent
+        connection.send(error)
+
+
+@contextlib.contextmanager
+def worker_runners(frameworks: Sequence[str], kwargs: Mapping[str, dict[str, Any]]) -> Iterator[list[StepRunner]]:
+    """Runners living in one spawned process each (own JAX/torch runtime, own peak memory).
+
+    Args:
+      frameworks: e.g. ``["jax", "torch"]``.
+      kwargs: framework -> keyword arguments of its ``MAKERS`` entry.
+
+    Yields:
+      ``StepRunner`` proxies whose calls run in the workers; the workers stop on exit.
+    """
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(fn, **kwargs).result()
+    connections, processes = [], []
+    try:
+        runners = []
+        for framework in frameworks:
+            connection, child_end = context.Pipe()
+            process = context.Process(target=_serve_runner, args=(child_end, framework, dict(kwargs[framework])))
+            process.start()
+            connections.append(connection)
+            processes.append(process)
+
+            def ask(request: str | None, connection=connection, framework=framework) -> Any:
+                if request:
+                    connection.send(request)
+                answer = connection.recv()
+                if isinstance(answer, Exception):
+                    raise RuntimeError(f"the {framework} worker failed") from answer
+                return answer
+
+            description = ask(None)
+            runners.append(StepRunner(
+                run_step=functools.partial(ask, "step"), last_loss=functools.partial(ask, "loss"),
+                peak_memory=functools.partial(ask, "memory"), timed_step=functools.partial(ask, "timed_step"),
+                **description))
+        yield runners
+    finally:
+        for connection, process in zip(connections, processes):
+            if process.is_alive():
+                connection.send("close")
+            process.join()
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -523,18 +556,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--attention_dropout", type=float, default=None,
                         help="override attention dropout only (0 lets JAX use jax.nn.dot_product_attention, "
                              "e.g. cuDNN on a GPU)")
-    parser.add_argument("--xla_flags", default=None, help="appended to XLA_FLAGS before JAX starts")
-    parser.add_argument("--prng_impl", default=None, help="JAX default PRNG, e.g. threefry2x32 or unsafe_rbg")
     parser.add_argument("--glibc_tunables", default=None,
                         help=f"GLIBC_TUNABLES of the measured processes (both frameworks); 'resident_heap' "
                              f"means {RESIDENT_HEAP_TUNABLES!r} (no per-step page faults)")
     parser.add_argument("--torch_mlm", default="gather", choices=TORCH_MLM_MODES)
     parser.add_argument("--torch_threads", type=int, default=None, help="default: the CPUs available")
     parser.add_argument("--torch_device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda'")
-    parser.add_argument("--mode", default="isolated", choices=MODES,
-                        help="isolated: one spawned process per framework, run one after the other (own peak "
-                             "memory); interleaved: both in one spawned process, timed steps alternating (the "
-                             "fairer ratio on a shared machine; peak RSS then covers both)")
+    parser.add_argument("--mode", default="alternating", choices=MODES,
+                        help="alternating: one worker process per framework, alive together, timed steps "
+                             "alternating between them (both see the same load on a shared machine); isolated: "
+                             "one framework at a time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append one JSON line of results to this file")
     args = parser.parse_args(argv)
@@ -558,14 +589,14 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def _set_environment(args: argparse.Namespace) -> None:
-    """Environment of the measured processes (spawned children inherit it; glibc reads it at start)."""
+    """Environment of the worker processes (they inherit it; glibc reads it at start).
+
+    ``XLA_FLAGS`` and ``JAX_*`` variables (e.g. ``JAX_DEFAULT_PRNG_IMPL``) set by the caller reach the
+    workers as they are and are recorded.
+    """
     if args.glibc_tunables:
         named = {"resident_heap": RESIDENT_HEAP_TUNABLES}
         os.environ["GLIBC_TUNABLES"] = named.get(args.glibc_tunables, args.glibc_tunables)
-    if args.xla_flags:
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
-    if args.prng_impl:
-        os.environ["JAX_DEFAULT_PRNG_IMPL"] = args.prng_impl
 
 
 def _print_result(r: Mapping[str, Any]) -> None:
@@ -582,11 +613,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parse_args(argv)
     _set_environment(args)
     config = _model_config(args)
-    shape = dict(batch_size=args.batch_size, seq_len=args.seq_len, max_predictions=args.max_predictions,
-                 steps=args.steps, warmup=args.warmup, seed=args.seed)
-    options = dict(
-        jax_options=dict(mesh=parse_mesh(args.mesh)),
-        torch_options=dict(mlm=args.torch_mlm, num_threads=args.torch_threads, device=args.torch_device))
+    shape = dict(batch_size=args.batch_size, seq_len=args.seq_len, max_predictions=args.max_predictions)
+    common = dict(config=config, **shape, seed=args.seed)
+    kwargs = {"jax": dict(common, mesh=parse_mesh(args.mesh)),
+              "torch": dict(common, mlm=args.torch_mlm, num_threads=args.torch_threads, device=args.torch_device)}
     print(f"{args.size} B={args.batch_size} S={args.seq_len} P={args.max_predictions} dtype={args.dtype} "
           f"scan_layers={args.scan_layers} dropout={config.hidden_dropout}/{config.attention_dropout} "
           f"flops/token={config.train_flops_per_token(args.seq_len, args.max_predictions) / 1e9:.3f} G "
@@ -601,11 +631,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "model_config": config.to_dict(),
         **shape,
+        "steps": args.steps,
+        "warmup": args.warmup,
         "results": {},
     }
-    groups = [args.frameworks] if args.mode == "interleaved" else [[name] for name in args.frameworks]
+    groups = [args.frameworks] if args.mode == "alternating" else [[name] for name in args.frameworks]
     for frameworks in groups:
-        results = run_isolated(measure, config=config, frameworks=frameworks, **shape, **options)
+        with worker_runners(frameworks, kwargs) as runners:
+            results = time_runners(runners, config=config, **shape, steps=args.steps, warmup=args.warmup)
         for result in results.values():
             _print_result(result)
         record["results"].update(results)

@@ -83,22 +83,34 @@ def test_parse_mesh():
 
 
 def test_command_line_rejects_bad_arguments(capsys):
-    for bad in (["--framework=jax,tf"], ["--steps=0"], ["--mode=parallel"]):
+    for bad in (["--framework=jax,tf"], ["--steps=0"], ["--mode=parallel"], ["--torch_mlm=all"]):
         with pytest.raises(SystemExit):
             bench_step.main(bad)
     assert "--framework='jax,tf'" in capsys.readouterr().err
 
 
-def test_interleaved_jax_and_torch_measurement():
-    jax_options = dict(mesh={"data": 1}, devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
-    records = bench_step.measure(CONFIG, frameworks=["jax", "torch"], **SHAPE, jax_options=jax_options,
-                                 torch_options=dict(num_threads=1))
+def test_alternating_jax_and_torch_measurement():
+    shape = {key: SHAPE[key] for key in ("batch_size", "seq_len", "max_predictions")}
+    runners = [
+        bench_step.make_jax_runner(CONFIG, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
+                                   compiler_options=FAST_COMPILE),
+        bench_step.make_torch_runner(CONFIG, **shape, num_threads=1, device="cpu"),
+    ]
+    records = bench_step.time_runners(runners, config=CONFIG, **SHAPE)
     assert list(records) == ["jax", "torch"]
     for framework, record in records.items():
         _check_record(record, framework)
-        assert record["interleaved"]
+    assert records["jax"]["alternated_with"] == ["torch"]
     assert records["jax"]["num_devices"] == 1 and records["jax"]["lower_s"] < records["jax"]["compile_s"]
     assert records["torch"]["attn_implementation"] == "sdpa" and records["torch"]["mlm"] == "gather"
+
+
+def test_worker_failure_is_raised_in_the_parent():
+    kwargs = dict(config=CONFIG, batch_size=4, seq_len=32, max_predictions=5, mesh={"data": 3})  # of 8 devices
+    with pytest.raises(RuntimeError, match="the jax worker failed") as raised:
+        with bench_step.worker_runners(["jax"], {"jax": kwargs}):
+            pass
+    assert "8 are available" in str(raised.value.__cause__)
 
 
 def test_torch_full_sequence_mlm_loss_matches_the_gathered_one():
@@ -107,7 +119,18 @@ def test_torch_full_sequence_mlm_loss_matches_the_gathered_one():
     for mlm in bench_step.TORCH_MLM_MODES:
         runner = bench_step.make_torch_runner(
             CONFIG.replace(hidden_dropout=0.0, attention_dropout=0.0), batch_size=4, seq_len=32,
-            max_predictions=5, mlm=mlm, num_threads=1)
+            max_predictions=5, mlm=mlm, num_threads=1, device="cpu")
         losses[mlm] = runner.last_loss()  # the first step's loss, before any update
         assert runner.info["mlm"] == mlm
     assert losses["full"] == pytest.approx(losses["gather"], rel=1e-5)
+
+
+def test_matmul_benchmark_reports_a_rate_per_framework_and_dtype(capsys):
+    from bench import bench_matmul
+
+    rates = bench_matmul.main(["--m=64", "--k=32", "--n=48", "--repeats=2"])
+    assert sorted(rates) == [(f, d) for f in ("jax", "torch") for d in ("bfloat16", "float32")]
+    assert all(math.isfinite(rate) and rate > 0 for rate in rates.values())
+    assert "[64, 32] x [32, 48]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_matmul.main(["--dtypes=float16"])
