@@ -225,16 +225,6 @@ def bytes_per_device(abstract_tree: Any) -> int:
     return total
 
 
-def train_step_fn(config: ml_collections.ConfigDict, task, optimizer, schedule, state_shardings, mesh):
-    """The jitted train step the trainer runs for ``config`` (plain, or accumulating micro-batches)."""
-    kwargs = dict(task=task, optimizer=optimizer, schedule=schedule)
-    rules = config.sharding.rules
-    if config.train.grad_accum_steps > 1:
-        return steps.jit_train_step(steps.accumulate_step, state_shardings, mesh, rules,
-                                    num_micro_batches=config.train.grad_accum_steps, **kwargs)
-    return steps.jit_train_step(steps.train_step, state_shardings, mesh, rules, **kwargs)
-
-
 def check(config: ml_collections.ConfigDict, target: Target | str, *, hbm_gib: float | None = None) -> AotReport:
     """Compiles ``config``'s train step for ``target`` from abstract shapes and reports its memory.
 
@@ -270,7 +260,9 @@ def check(config: ml_collections.ConfigDict, target: Target | str, *, hbm_gib: f
         batch_sharding = sharding.batch_sharding(mesh)
         abstract_batch = {name: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=batch_sharding)
                           for name, value in task.init_batch(batch_size, seq_len).items()}
-        step = train_step_fn(config, task, optimizer, schedule, state_shardings, mesh)
+        step = steps.jit_configured_train_step(state_shardings, mesh, config.sharding.rules, task=task,
+                                               optimizer=optimizer, schedule=schedule,
+                                               grad_accum_steps=config.train.grad_accum_steps)
         compiled = step.lower(abstract_state, abstract_batch).compile()
     except Exception as error:  # pylint: disable=broad-except  (jax raises many kinds; all mean "does not compile")
         raise AotError(f"target {target.name}, mesh {dict(mesh.shape)}: the train step does not compile: "

@@ -34,10 +34,14 @@ import glob
 import importlib.util
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import jax
+import numpy as np
 from absl import flags
+
+T = TypeVar("T")
 
 ENV_COORDINATOR = "BERT_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "BERT_JAX_NUM_PROCESSES"
@@ -273,3 +277,33 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
         multihost_utils.sync_global_devices(name)
+
+
+def primary_first(fn: Callable[[], T], what: str) -> T:
+    """Runs ``fn`` in process 0 first, then in the others: one-time preparation happens once.
+
+    For steps that build what is missing and then load it (training a vocabulary, preparing a TFDS
+    dataset): process 0 builds, the others wait for it and only load. With one process this is ``fn()``.
+
+    Args:
+      fn: the step; every process runs it and gets its own result.
+      what: what ``fn`` does, for the error the other processes raise when process 0 fails.
+
+    Raises:
+      RuntimeError: in processes other than 0, when ``fn`` raised in process 0 (which re-raises it).
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    if is_primary():
+        try:
+            result = fn()
+        except Exception:
+            multihost_utils.broadcast_one_to_all(np.int32(0))  # release the others, with the news
+            raise
+        multihost_utils.broadcast_one_to_all(np.int32(1))
+        return result
+    if not int(multihost_utils.broadcast_one_to_all(np.int32(0))):
+        raise RuntimeError(f"process 0 failed while {what}; its log has the error")
+    return fn()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ import numpy as np
 from etils import epath
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import hf, logs, metrics, run_config, sharding, squad_decoding
+from bert_jax import distributed, fileio, hf, logs, metrics, run_config, sharding, squad_decoding
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import FinetuneTask, get_task
 from bert_jax.train import hf_importer
@@ -289,12 +290,11 @@ def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int
 
 
 def _write_tsv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return fileio.write_text(path, text.getvalue())
 
 
 def _name(label_names, value) -> str:
@@ -351,13 +351,11 @@ def score_split(kind: str, task_name: str, split: SplitData, outputs: dict[str, 
         return metrics.squad_v1_scores(gold, decoded.predictions), files
     if kind == "tagging":
         predicted_tags = conll.word_predictions(examples, split.features, outputs["predicted_ids"], label_names)
-        path = os.path.join(out_dir, "predictions.conll")
-        os.makedirs(out_dir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:  # conlleval's input: word gold predicted
-            for sentence, tags in zip(examples, predicted_tags):
-                f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
-                f.write("\n")
-        files["predictions"] = path
+        lines = []  # conlleval's input: word gold predicted, a blank line after each sentence
+        for sentence, tags in zip(examples, predicted_tags):
+            lines.extend(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
+            lines.append("\n")
+        files["predictions"] = fileio.write_text(os.path.join(out_dir, "predictions.conll"), "".join(lines))
         if not scored:
             return {}, files
         scores = metrics.entity_scores([s.tags for s in examples], predicted_tags)
@@ -503,14 +501,8 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSour
         "curves": logs.plot_curves(workdir) if (trainer.primary and config.train.plot) else None,
     }
     if trainer.primary:
-        _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+        fileio.write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     return summary
-
-
-def _write_json(path: str, content: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, default=str)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -601,7 +593,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         (naming the file, line, field or question).
     """
     try:
-        inputs = read_inputs(config)
+        inputs = distributed.primary_first(lambda: read_inputs(config), "reading the fine-tuning data")
     except (ValueError, FileNotFoundError) as error:
         raise InputError(f"{type(error).__name__}: {error}") from error
     runs = []
@@ -626,5 +618,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "mean_std": metrics.summarize_over_seeds(flat_runs) if all(flat_runs) else {},
     }
     if jax.process_index() == 0:
-        _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+        fileio.write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     return summary

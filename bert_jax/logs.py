@@ -1,16 +1,24 @@
 """Run logging: ``metrics.jsonl``, TensorBoard events (tensorboardX, no TensorFlow), a progress bar and a
 PNG of the curves. Only the primary process writes files; every process may show the bar.
+
+Workdirs may be local or remote (``gs://bucket/run``): files go through ``etils.epath`` (remote paths
+need ``gcsfs``; TensorBoard events on ``gs://`` need ``google-cloud-storage``, see docs/scaling.md).
+Object stores cannot append, so a remote ``metrics.jsonl`` is rewritten whole on each record.
 """
 
 from __future__ import annotations
 
 import json
+import io
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from etils import epath
+
+from bert_jax import fileio
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -44,22 +52,30 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
-        self._path = os.path.join(workdir, METRICS_FILE)
+        self._path = epath.Path(workdir) / METRICS_FILE
+        self._remote_text = None  # a remote file's whole content (rewritten on each record)
         self._tb = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            if fileio.is_remote(workdir):
+                self._remote_text = self._path.read_text(encoding="utf-8") if self._path.exists() else ""
             if tensorboard:
                 from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
     def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> dict[str, float]:
         """Writes one record; returns the scalars as floats."""
         values = {k: _scalar(v) for k, v in scalars.items()}
         if not self.enabled:
             return values
-        with open(self._path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        line = json.dumps({"step": int(step), "split": split, **values}) + "\n"
+        if self._remote_text is None:
+            with self._path.open("a", encoding="utf-8") as f:
+                f.write(line)
+        else:
+            self._remote_text += line
+            self._path.write_text(self._remote_text, encoding="utf-8")
         if self._tb is not None:
             for name, value in values.items():
                 self._tb.add_scalar(f"{split}/{name}", value, int(step))
@@ -73,16 +89,15 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
     """Reads ``metrics.jsonl`` back; a truncated last line (a killed run) is ignored."""
-    path = os.path.join(workdir, METRICS_FILE)
+    path = epath.Path(workdir) / METRICS_FILE
     records = []
-    if not os.path.exists(path):
+    if not path.exists():
         return records
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return records
 
 
@@ -150,7 +165,10 @@ def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = os.path.join(workdir, out_name)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    return path
+    path = epath.Path(workdir) / out_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png.getvalue())
+    return str(path)

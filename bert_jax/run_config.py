@@ -7,12 +7,12 @@ config field to change, so a launch fails in a second rather than after compilat
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
-from bert_jax import sharding
+from bert_jax import fileio, sharding
 from bert_jax.config import ModelConfig
 
 NONFINITE_MODES = ("stop", "skip")
@@ -116,14 +116,9 @@ def validate(
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config to ``<workdir>/config.json``; returns the path."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    return path
+    return fileio.write_text(epath.Path(workdir) / "config.json", config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_saved_config(workdir: str) -> dict[str, Any]:
     """Reads back ``<workdir>/config.json`` (a plain dict)."""
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        return json.load(f)
+    return fileio.read_json(epath.Path(workdir) / "config.json")

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax import fileio
 from data_pipelines.finetune.squad import SquadExample, SquadWindow
 
 
@@ -176,13 +177,10 @@ def write_squad_predictions(output_dir: str, decoded: SquadPredictions) -> dict[
     Returns:
       File kind -> path written.
     """
-    os.makedirs(output_dir, exist_ok=True)
     contents = {"predictions": decoded.predictions, "nbest_predictions": decoded.nbest}
     if decoded.null_odds is not None:
         contents["null_odds"] = decoded.null_odds
     paths = {}
     for name, value in contents.items():
-        paths[name] = os.path.join(output_dir, f"{name}.json")
-        with open(paths[name], "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
+        paths[name] = fileio.write_json(os.path.join(output_dir, f"{name}.json"), value, ensure_ascii=False)
     return paths

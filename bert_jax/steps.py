@@ -290,6 +290,25 @@ def jit_train_step(
     )
 
 
+def jit_configured_train_step(
+    state_shardings: TrainState,
+    mesh: jax.sharding.Mesh,
+    rules: Any,
+    *,
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule | None = None,
+    grad_accum_steps: int = 1,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """The jitted step a run's ``train.grad_accum_steps`` asks for: ``train_step`` when 1, else
+    ``accumulate_step`` over that many micro-batches (the trainer and the AOT check compile this one)."""
+    kwargs = dict(task=task, optimizer=optimizer, schedule=schedule)
+    if grad_accum_steps > 1:
+        return jit_train_step(accumulate_step, state_shardings, mesh, rules, num_micro_batches=grad_accum_steps,
+                              **kwargs)
+    return jit_train_step(train_step, state_shardings, mesh, rules, **kwargs)
+
+
 def jit_eval_step(
     params_shardings: Any, mesh: jax.sharding.Mesh, rules: Any, *, task: Task
 ) -> Callable[[Any, Batch], Metrics]:

@@ -7,7 +7,6 @@ loaders -> restore (``bert_jax.checkpoint`` documents the order) -> ``Trainer.fi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import logs, run_config
+from bert_jax import distributed, fileio, logs, run_config
 from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
 from data_pipelines import tokenizer as tokenizer_lib
@@ -31,6 +30,9 @@ def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokeni
     missing and ``tokenizer.build_if_missing`` is set."""
     spec = {k: v for k, v in config.tokenizer.items() if k != "build_if_missing" and v not in ("", None)}
     path = spec.get("vocab_file") if spec["kind"] == "wordpiece" else spec.get("model_file")
+    if path and fileio.is_remote(path):
+        raise ValueError(f"tokenizer file {path}: tokenizers read local files; copy it to the host first "
+                         f"(e.g. gsutil cp) and point config.tokenizer at the copy")
     if config.tokenizer.build_if_missing and path and not os.path.exists(path):
         logging.info("tokenizer file %s is missing: training one on the first training source", path)
         training_spec = {k: v for k, v in spec.items() if k not in ("vocab_file", "model_file")}
@@ -64,7 +66,16 @@ def hf_importer(scan_layers: bool):
 
 
 def unigram_baseline(batches) -> float:
-    """MLM accuracy of always predicting the most frequent target token of ``batches``."""
+    """MLM accuracy of always predicting the most frequent target token of ``batches``.
+
+    With several processes, each holds its rows of the global batches: the targets of all are gathered
+    first (every process must call this), so the baseline is that of the global eval batches.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+        batches = [{name: np.asarray(multihost_utils.process_allgather(b[name], tiled=True))
+                    for name in ("masked_lm_ids", "masked_lm_weights")} for b in batches]
     ids = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
     return float(np.bincount(ids).max() / len(ids)) if len(ids) else math.nan
 
@@ -77,7 +88,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       the unigram baseline, whether SIGTERM stopped the run, and where checkpoints, logs and plot are.
     """
     train_cfg, data_cfg = config.train, config.data
-    tokenizer = prepare_tokenizer(config)
+    tokenizer = distributed.primary_first(lambda: prepare_tokenizer(config), "preparing the tokenizer")
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
                         tokenizer_vocab_size=tokenizer.vocab_size)
     model_config = run_config.model_config_from(config)
@@ -91,8 +102,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     loader_args = dict(batch_size=train_cfg.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count(), seed=train_cfg.seed)
-    train_loader = make_pretraining_loader(data_cfg, tokenizer, split="train", worker_count=train_cfg.worker_count,
-                                           **loader_args)
+    train_loader = distributed.primary_first(  # opening the sources prepares those with 'prepare': True
+        lambda: make_pretraining_loader(data_cfg, tokenizer, split="train", worker_count=train_cfg.worker_count,
+                                        **loader_args), "preparing the data sources")
     train_iter = iter(train_loader)
     try:
         restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers))
@@ -116,6 +128,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "curves": logs.plot_curves(workdir) if (trainer.primary and train_cfg.plot) else None,
     }
     if trainer.primary:
-        with open(os.path.join(workdir, FINAL_SUMMARY_FILE), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, default=str)
+        fileio.write_json(os.path.join(workdir, FINAL_SUMMARY_FILE), summary)
     return summary

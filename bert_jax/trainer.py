@@ -35,13 +35,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks (save a checkpoint, then stop cleanly)."""
+    """Turns a preemption notice (SIGTERM) into a step at which to save a checkpoint and stop.
 
-    def __init__(self):
+    One process: a Python SIGTERM handler sets a flag the loop reads after each step. Several processes:
+    JAX's preemption service (started by ``jax.distributed.initialize``) catches SIGTERM on any host,
+    tells the others, and all agree on the step at which every process saves; ``requested_at(step)``
+    asks it (``multihost_utils.reached_preemption_sync_point``) at every step. A Python handler there
+    would stop only the signalled process and leave the others waiting in the next collective.
+    """
+
+    def __init__(self, multi_process: bool):
+        self.multi_process = multi_process
         self.requested = False
         self._previous = None
 
     def __enter__(self):
+        if self.multi_process:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no handler, so no preemption saves
@@ -52,6 +62,20 @@ class _Preemption:
         del signum, frame
         logging.warning("SIGTERM received: saving a checkpoint and stopping")
         self.requested = True
+
+    def requested_at(self, step: int) -> bool:
+        """Whether to save and stop after ``step`` (every process must ask at every step)."""
+        if self.multi_process and not self.requested:
+            from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+            try:
+                self.requested = multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError as error:  # the preemption service is off (jax_enable_preemption_service)
+                logging.warning("no preemption handling across processes: %s", error)
+                self.multi_process = False
+            if self.requested:
+                logging.warning("preemption notice: all processes save a checkpoint at step %d and stop", step)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -129,13 +153,6 @@ class Trainer:
         logging.info("%s", how)
         return how
 
-    def _train_fn(self):
-        kwargs = dict(task=self.task, optimizer=self.optimizer, schedule=self.schedule)
-        if self.train_cfg.grad_accum_steps > 1:
-            return steps.jit_train_step(steps.accumulate_step, self.state_shardings, self.mesh, self.rules,
-                                        num_micro_batches=self.train_cfg.grad_accum_steps, **kwargs)
-        return steps.jit_train_step(steps.train_step, self.state_shardings, self.mesh, self.rules, **kwargs)
-
     def evaluate_batches(self, params: Any, batches) -> dict[str, float]:
         """The task's mean metrics over host batches (summed on device, one fetch)."""
         totals: dict[str, Any] = {}
@@ -185,20 +202,23 @@ class Trainer:
         """
         cfg = self.train_cfg
         data_iterator = train_iter if hasattr(train_iter, "get_state") else None
-        train_fn = self._train_fn()
+        train_fn = steps.jit_configured_train_step(
+            self.state_shardings, self.mesh, self.rules, task=self.task, optimizer=self.optimizer,
+            schedule=self.schedule, grad_accum_steps=cfg.grad_accum_steps)
         step = int(jax.device_get(self.state.step))
         progress = logs.Progress(cfg.num_steps, step, enabled=self.primary and cfg.progress_bar)
         window, eval_metrics, preempted = _Window(step), {}, False
-        with _Preemption() as preemption:
+        with _Preemption(multi_process=jax.process_count() > 1) as preemption:
             while step < cfg.num_steps:
                 batch = next(train_iter)
                 self.state, metrics = train_fn(self.state, sharding.shard_batch(batch, self.mesh))
                 step += 1
                 window.metrics.append(metrics)
-                if step % cfg.log_every == 0 or step == cfg.num_steps or preemption.requested:
+                stop = preemption.requested_at(step)
+                if step % cfg.log_every == 0 or step == cfg.num_steps or stop:
                     self._log_window(window, step, progress)
                     window = _Window(step)
-                if preemption.requested:  # before evaluating: the grace period after SIGTERM is short
+                if stop:  # before evaluating: the grace period after SIGTERM is short
                     self.checkpointer.save(step, self.state, data_iterator, force=True)
                     preempted = True
                     break

@@ -26,7 +26,8 @@ def main(argv):
     logs.setup_logging()
     distributed.initialize_from_flags()  # Before anything touches a device.
     summary = train.run(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(summary, indent=2, default=str))
+    if distributed.is_primary():
+        print(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -158,14 +161,51 @@ def restore_params(checkpoints_dir: str, step: int):
     return state.params
 
 
+def prepare_once(workdir: str) -> None:
+    """``distributed.primary_first`` twice: a step failing in process 0, then training a vocabulary.
+
+    Prints ``vocab <size> <sha256 of vocab.txt>`` from every process.
+    """
+    import hashlib
+    import logging
+
+    import ml_collections
+
+    from bert_jax import train
+
+    def fails_in_process_0():
+        if distributed.is_primary():
+            raise OSError("disk full")
+        return "ran"
+
+    try:
+        distributed.primary_first(fails_in_process_0, "writing the vocabulary")
+    except (OSError, RuntimeError) as error:
+        print(f"failed: {type(error).__name__}: {error}", flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    vocab_file = os.path.join(workdir, "vocab", "vocab.txt")
+    config = ml_collections.ConfigDict({
+        "tokenizer": {"kind": "wordpiece", "vocab_file": vocab_file, "vocab_size": 600, "lowercase": True,
+                      "build_if_missing": True},
+        "data": {"sources": [{"name": "synthetic", "num_documents": 40, "seed": 1}]}})
+    tokenizer = distributed.primary_first(lambda: train.prepare_tokenizer(config), "preparing the tokenizer")
+    with open(vocab_file, "rb") as f:
+        print(f"vocab {tokenizer.vocab_size} {hashlib.sha256(f.read()).hexdigest()}", flush=True)
+
+
 def _worker(argv: list[str]) -> None:
-    """``steps BATCHES_NPZ OUT_NPZ COORDINATOR NUM_PROCESSES PROCESS_ID``: ``train_on_global_batches``."""
-    mode, batches_path, out, coordinator, num_processes, process_id = argv
-    assert mode == "steps", mode
+    """``MODE ARGS... COORDINATOR NUM_PROCESSES PROCESS_ID``. Modes: ``steps BATCHES_NPZ OUT_NPZ``
+    (``train_on_global_batches``), ``prepare WORKDIR`` (``prepare_once``)."""
+    mode, *args, coordinator, num_processes, process_id = argv
     distributed.initialize(coordinator, int(num_processes), int(process_id))
     import jax
 
     assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (int(num_processes), 8, 4)
+    if mode == "prepare":
+        prepare_once(*args)
+        return
+    assert mode == "steps", mode
+    batches_path, out = args
     with np.load(batches_path) as stored:
         batches = [{name[len(f"{i}/"):]: stored[name] for name in stored.files if name.startswith(f"{i}/")}
                    for i in range(STEPS)]
@@ -208,9 +248,9 @@ def run_processes(commands: list[tuple[list[str], dict[str, str]]], cwd: str = R
     return outputs
 
 
-def _explicit_workers(mode_args: list[str], num_processes: int = 2) -> None:
+def _explicit_workers(mode_args: list[str], num_processes: int = 2) -> list[str]:
     coordinator = f"localhost:{_free_port()}"
-    run_processes([
+    return run_processes([
         ([sys.executable, __file__, *mode_args, coordinator, str(num_processes), str(i)], _process_env())
         for i in range(num_processes)])
 
@@ -262,6 +302,17 @@ def test_two_processes_train_like_one_process_with_eight_devices(global_batches,
         assert sorted(params) == sorted(name for name in reference if name.startswith("param/"))
         for name in params:
             np.testing.assert_allclose(two[name], reference[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+# --- one-time preparation: process 0 first, the others after it -----------------------------------
+
+def test_primary_first_prepares_once_and_reports_a_failure_everywhere(tmp_path):
+    outputs = _explicit_workers(["prepare", str(tmp_path)])
+    assert "failed: OSError: disk full" in outputs[0]
+    assert "failed: RuntimeError: process 0 failed while writing the vocabulary; its log has the error" in outputs[1]
+    assert [output.count("is missing: training") for output in outputs] == [1, 0], outputs
+    vocabularies = [re.search(r"^vocab (\d+) (\w+)$", output, re.M).groups() for output in outputs]
+    assert vocabularies[0] == vocabularies[1] and int(vocabularies[0][0]) > 100
 
 
 # --- end to end: launch.pretrain in 2 processes found through SLURM variables -----------------------
@@ -316,7 +367,7 @@ def test_launch_pretrain_in_two_processes_checkpoints_once_and_resumes(tmp_path)
     import jax
     from orbax.checkpoint import utils as ocp_utils
 
-    from bert_jax import sharding, steps
+    from bert_jax import sharding, steps, train
 
     config_file = tmp_path / "tiny_run.py"
     config_file.write_text(textwrap.dedent(RUN_CONFIG.format(seq=SEQ, predictions=PREDICTIONS, mesh=MESH,
@@ -350,11 +401,55 @@ def test_launch_pretrain_in_two_processes_checkpoints_once_and_resumes(tmp_path)
     mesh = sharding.make_mesh(MESH)
     eval_fn = steps.jit_eval_step(jax.tree.map(lambda x: x.sharding, params), mesh, sharding.DEFAULT_RULES,
                                   task=task)
-    sums = [jax.device_get(eval_fn(params, sharding.shard_batch(batch, mesh)))
-            for batch in _two_process_eval_batches(config)]
+    global_eval_batches = _two_process_eval_batches(config)
+    sums = [jax.device_get(eval_fn(params, sharding.shard_batch(batch, mesh))) for batch in global_eval_batches]
     means = task.summarize({name: sum(s[name] for s in sums) for name in sums[0]})
     for name in ("loss", "mlm_accuracy", "nsp_accuracy", "mlm_loss"):
         np.testing.assert_allclose(means[name], summary["eval"][name], rtol=1e-5, err_msg=name)
+    # The baseline too is that of the global eval batches, not of process 0's rows.
+    assert summary["unigram_baseline_mlm_accuracy"] == pytest.approx(train.unigram_baseline(global_eval_batches))
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(tmp_path):
+    """A preemption notice to process 1 only: JAX's preemption service tells process 0, both save the same
+    step and exit 0 (a Python SIGTERM handler in one process would leave the other hanging)."""
+    config_file = tmp_path / "tiny_run.py"
+    config_file.write_text(textwrap.dedent(RUN_CONFIG.format(seq=SEQ, predictions=PREDICTIONS, mesh=MESH,
+                                                             batch=BATCH)))
+    workdir, long_run = tmp_path / "run", 2000
+    argv = [sys.executable, "-m", "launch.pretrain", f"--config={config_file}", f"--workdir={workdir}",
+            f"--config.train.num_steps={long_run}", f"--config.optimizer.total_steps={long_run}"]
+    port, logs = _free_port(), [tmp_path / f"process_{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(argv, env=_fake_slurm_env(i, port), cwd=ROOT, stdout=open(logs[i], "w"),
+                              stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while not (workdir / "checkpoints" / "2").is_dir():  # finalised (renamed into place)
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                [log.read_text()[-3000:] for log in logs]
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=PROCESS_TIMEOUT_S) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], [output[-3000:] for output in outputs]
+    summary = json.loads((workdir / "final_metrics.json").read_text())
+    step = summary["step"]
+    assert summary["preempted"] is True and 2 <= step < long_run
+    for output in outputs:
+        assert f"all processes save a checkpoint at step {step} and stop" in output
+    data_files = sorted(os.listdir(workdir / "checkpoints" / str(step) / "data"))
+    assert [name for name in data_files if name.startswith("process_")] == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+
+    _launch_pretrain_under_slurm(str(config_file), str(workdir), f"--config.train.num_steps={step + 2}",
+                                 f"--config.optimizer.total_steps={long_run}")
+    resumed = json.loads((workdir / "final_metrics.json").read_text())
+    assert resumed["step"] == step + 2 and resumed["preempted"] is False
+    assert resumed["restored"].endswith(f"checkpoints/{step}"), resumed["restored"]
 
 
 if __name__ == "__main__":
