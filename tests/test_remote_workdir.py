@@ -1,9 +1,10 @@
-"""Run files on ``gs://`` workdirs: everything bert-jax itself writes goes through ``etils.epath``.
+"""Run files on ``gs://`` workdirs, raw data on ``gs://``: bert-jax's own file access goes through ``etils.epath``.
 
 An in-memory filesystem stands in for Google Cloud Storage: it is registered with fsspec under the
 ``gcs`` protocol, the one ``etils.epath`` asks fsspec for on ``gs://`` paths when TensorFlow is absent
 (in production, ``gcsfs``). Each test checks that the files land in the bucket, read back, and that
-nothing was written to a local directory named after the URI. (Orbax writes checkpoints to ``gs://``
+nothing was written to a local directory named after the URI; the raw-data readers (a Wikipedia dump,
+a folder of books) read the same documents from the bucket as from local disk. (Orbax writes checkpoints to ``gs://``
 through TensorStore's own GCS driver, which needs the network; its local behaviour is tested in
 test_checkpoint.py and test_train_run.py.)
 """
@@ -19,6 +20,7 @@ from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
 from bert_jax import fileio, finetune, logs, run_config, squad_decoding
+from data_pipelines.sources import books, demo_dump_path, wikipedia_dump
 
 WORKDIR = "gs://bucket/runs/demo"
 
@@ -126,3 +128,30 @@ def test_remote_tokenizer_files_are_refused_with_the_fix(bucket):
                                                       "build_if_missing": True}})
     with pytest.raises(ValueError, match=r"gs://bucket/runs/demo/vocab.txt: tokenizers read local files.*gsutil"):
         train.prepare_tokenizer(config)
+
+
+def test_a_wikipedia_dump_streams_from_the_bucket(bucket):
+    local = demo_dump_path()
+    remote = f"gs://bucket/dumps/{os.path.basename(local)}"
+    with open(local, "rb") as f:
+        epath.Path(remote).write_bytes(f.read())
+    pages = [(p.page_id, p.title, p.wikitext) for p in wikipedia_dump.iter_dump_pages(local)]
+    assert len(pages) == 206
+    assert [(p.page_id, p.title, p.wikitext) for p in wikipedia_dump.iter_dump_pages(remote)] == pages
+
+
+def test_books_are_read_from_a_bucket_folder(bucket, tmp_path_factory):
+    texts = {"austen/emma.txt": "Emma Woodhouse, handsome, clever, and rich.\n\nShe was the youngest.\n",
+             "melville/moby_dick.txt": "Call me Ishmael.\nSome years ago.\n", "notes.md": "not a book"}
+    local = tmp_path_factory.mktemp("books")
+    for name, text in texts.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_text(text)
+        fileio.write_text(f"gs://bucket/books/{name}", text)
+    read = {}
+    for where in (str(local), "gs://bucket/books"):
+        summary = books.BooksSummary()
+        read[where] = list(books.iter_book_documents(where, "book_per_file", summary))
+        assert (summary.txt_files, summary.other_files) == (2, 1)
+    assert read["gs://bucket/books"] == read[str(local)]
+    assert [title for _, title, _ in read[str(local)]] == ["austen/emma.txt", "melville/moby_dick.txt"]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_pipelines.sources.tfds_text import (
     DEFAULT_DATA_DIR, TfdsTextSource, open_built_source, safe_config_name,
@@ -131,13 +132,13 @@ def iter_book_documents(
     """
     if book_format not in FORMATS:
         raise ValueError(f"books format must be one of {FORMATS}, got {book_format!r}")
-    root = Path(books_dir)
+    root = epath.Path(books_dir)
     if not root.is_dir():
         raise FileNotFoundError(
             f"books_dir {str(root)!r} is not a folder; expected a folder of .txt files "
             f"(format {book_format!r})"
         )
-    paths = sorted(path for path in root.rglob("*") if path.is_file())
+    paths = sorted(epath.Path(folder) / name for folder, _, names in root.walk() for name in names)
     txt_paths = [path for path in paths if path.suffix.lower() == ".txt"]
     summary.other_files += len(paths) - len(txt_paths)
     if not txt_paths:
@@ -235,7 +236,8 @@ def builder_for(spec: Mapping) -> Books:
     if not config_name:
         if not books_dir:
             raise ValueError(f"books source spec {dict(spec)!r} needs 'books_dir' (or 'config')")
-        folder = safe_config_name(Path(books_dir).resolve().name) or "books"
+        directory = epath.Path(books_dir)
+        folder = safe_config_name((directory if "://" in str(books_dir) else directory.resolve()).name) or "books"
         config_name = f"{folder}-{book_format}"
     config = BooksConfig(
         name=config_name, books_dir=str(books_dir or ""), book_format=book_format,

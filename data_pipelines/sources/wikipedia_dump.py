@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bz2
 import collections
+import contextlib
 import concurrent.futures
 import dataclasses
 import importlib.util
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_pipelines.sources.tfds_text import (
     DEFAULT_DATA_DIR, TfdsTextSource, open_built_source, safe_config_name,
@@ -85,8 +87,9 @@ def iter_dump_pages(dump_path: str | os.PathLike) -> Iterator[DumpPage]:
     Yields:
       ``DumpPage`` per ``<page>``, in file order, redirects and all namespaces included.
     """
-    opener = bz2.open if str(dump_path).endswith(".bz2") else open
-    with opener(dump_path, "rb") as stream:
+    compressed = str(dump_path).endswith(".bz2")
+    with epath.Path(dump_path).open("rb") as raw, (
+            bz2.BZ2File(raw) if compressed else contextlib.nullcontext(raw)) as stream:
         root = None
         for event, element in ElementTree.iterparse(stream, events=("start", "end")):
             if root is None:
