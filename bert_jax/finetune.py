@@ -153,7 +153,8 @@ def resolve_init_source(init_from: str) -> InitSource:
 
     A workdir of ours (``checkpoints/<step>``, with the run's ``config.json`` beside them) gives its
     ``model`` and ``tokenizer`` sections; a Hugging Face directory (``config.json`` with BERT fields
-    plus weights) gives its architecture and its ``vocab.txt``.
+    plus weights) gives its architecture and its ``vocab.txt`` (or, as transformers 5 saves it, its
+    ``tokenizer.json``).
 
     Raises:
       FileNotFoundError: naming what was looked for when ``init_from`` is neither.
@@ -171,8 +172,8 @@ def resolve_init_source(init_from: str) -> InitSource:
     has_weights = any((path / name).exists() for name in hf.WEIGHT_FILES)
     if (path / hf.CONFIG_FILE).exists() and has_weights:
         model_fields = hf.hf_config_to_model_config(hf.read_hf_config(path)).to_dict()
-        vocab = path / tokenizer_lib.WORDPIECE_VOCAB_FILE
-        spec = {"kind": "wordpiece", "vocab_file": str(vocab)} if vocab.exists() else None
+        vocab = tokenizer_lib.find_wordpiece_file(path)
+        spec = {"kind": "wordpiece", "vocab_file": vocab} if vocab else None
         return InitSource("hf", str(path), model_fields, spec)
     raise FileNotFoundError(
         f"init_from={init_from}: neither a checkpoint (<workdir>/checkpoints/<step>/state) nor a Hugging Face "

@@ -31,7 +31,8 @@ from absl import logging
 
 from bert_jax.config import ModelConfig
 from bert_jax.model import BertForPreTraining, unbox
-from data_pipelines.tokenizer import WORDPIECE_CONFIG_FILE, WORDPIECE_VOCAB_FILE, WordPieceTokenizer
+from data_pipelines.tokenizer import (WORDPIECE_CONFIG_FILE, WORDPIECE_VOCAB_FILE, WordPieceTokenizer,
+                                      find_wordpiece_file)
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -489,7 +490,8 @@ def load_hf_checkpoint(path: str | Path, *, model_config_overrides: Mapping[str,
 def _write_tokenizer(vocab: str | Path, lowercase: bool | None, cfg: ModelConfig, out_dir: Path) -> int:
     """Writes vocab.txt and tokenizer_config.json (by ``data_pipelines.tokenizer``); returns the [PAD] id."""
     vocab = Path(vocab)
-    vocab = vocab / WORDPIECE_VOCAB_FILE if vocab.is_dir() else vocab
+    if vocab.is_dir():
+        vocab = Path(find_wordpiece_file(vocab) or vocab / WORDPIECE_VOCAB_FILE)
     tokenizer = WordPieceTokenizer(str(vocab), lowercase=lowercase)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise ValueError(f"{vocab} has {tokenizer.vocab_size} tokens, more than model vocab_size={cfg.vocab_size}")
@@ -597,14 +599,14 @@ def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file:
 
     Pretraining heads absent from the source are not invented: such a source is written as a
     ``BertModel`` (a missing pooler is written freshly initialised, as the report says). The vocab
-    defaults to ``source`` itself when it holds a ``vocab.txt``.
+    defaults to ``source``'s own ``vocab.txt`` or ``tokenizer.json``.
 
     Returns:
       The import report.
     """
     cfg, params, report = load_hf_checkpoint(source)
     params = {name: value for name, value in params.items() if name not in report.missing_heads}
-    if vocab_file is None and (Path(source) / WORDPIECE_VOCAB_FILE).is_file():
-        vocab_file = source
+    if vocab_file is None:
+        vocab_file = find_wordpiece_file(source)
     export_hf(params, cfg, out_dir, vocab_file=vocab_file, lowercase=lowercase)
     return report

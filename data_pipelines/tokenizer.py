@@ -49,6 +49,9 @@ WORDPIECE_VOCAB_FILE = "vocab.txt"
 # Written next to vocab.txt in the layout transformers reads, so the directory also loads with
 # ``transformers.AutoTokenizer`` and remembers its casing.
 WORDPIECE_CONFIG_FILE = "tokenizer_config.json"
+# The single file transformers 5 saves for a BERT tokenizer (no vocab.txt): its WordPiece vocabulary
+# and normalizer options in the ``tokenizers`` JSON format.
+HF_TOKENIZER_FILE = "tokenizer.json"
 SENTENCEPIECE_MODEL_FILE = "spm.model"
 WORDPIECE_CONTINUATION_PREFIX = "##"
 SENTENCEPIECE_WORD_START = "\u2581"  # '▁'
@@ -209,10 +212,11 @@ class WordPieceTokenizer(Tokenizer):
         """Loads a BERT ``vocab.txt`` (one token a line, the line number is the id).
 
         Args:
-          vocab_file: path of the vocab.txt.
-          lowercase: lowercase the text (uncased models). None: the ``do_lower_case`` of a
-            ``tokenizer_config.json`` next to the vocabulary, else True (transformers' default).
-          strip_accents: None follows ``lowercase``, as in BERT.
+          vocab_file: path of the vocab.txt, or of a transformers 5 ``tokenizer.json`` (a WordPiece model).
+          lowercase: lowercase the text (uncased models). None: what the files record (``do_lower_case``
+            of a ``tokenizer_config.json`` next to a vocab.txt; the normalizer of a tokenizer.json), else
+            True (transformers' default).
+          strip_accents: None: what a tokenizer.json records, else follows ``lowercase``, as in BERT.
           tokenize_chinese_chars: put spaces around CJK characters, as in BERT.
 
         Raises:
@@ -220,8 +224,7 @@ class WordPieceTokenizer(Tokenizer):
           ValueError: when the vocabulary has duplicate lines or lacks a special token.
         """
         _require_file(vocab_file, self.kind, "vocabulary file")
-        with open(vocab_file, encoding="utf-8") as f:
-            vocab = [line.rstrip("\n") for line in f]
+        vocab, recorded = _read_wordpiece_vocab(vocab_file)
         token_ids: dict[str, int] = {}
         for i, token in enumerate(vocab):
             if token in token_ids:
@@ -233,14 +236,14 @@ class WordPieceTokenizer(Tokenizer):
         missing = [t for t in SPECIAL_TOKENS if t not in token_ids]
         if missing:
             raise ValueError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
-        config_lowercase = _read_wordpiece_config(vocab_file).get("do_lower_case")
+        config_lowercase = recorded.get("lowercase")
         if lowercase is None:
             lowercase = True if config_lowercase is None else bool(config_lowercase)
         elif config_lowercase is not None and bool(config_lowercase) != bool(lowercase):
-            logger.warning(
-                "lowercase=%s overrides do_lower_case=%s of the tokenizer_config.json next to %s",
-                lowercase, config_lowercase, vocab_file,
-            )
+            logger.warning("lowercase=%s overrides the lowercasing (%s) recorded with %s",
+                           lowercase, config_lowercase, vocab_file)
+        if strip_accents is None:
+            strip_accents = recorded.get("strip_accents")
         self.lowercase = bool(lowercase)
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
@@ -306,16 +309,57 @@ class WordPieceTokenizer(Tokenizer):
             json.dump(config, f, indent=2)
 
 
-def _read_wordpiece_config(vocab_file: str) -> dict:
-    """The transformers ``tokenizer_config.json`` next to ``vocab_file``, or ``{}`` if there is none."""
-    path = os.path.join(os.path.dirname(vocab_file), WORDPIECE_CONFIG_FILE)
-    if not os.path.isfile(path):
-        return {}
+def find_wordpiece_file(directory: str | os.PathLike) -> str | None:
+    """The WordPiece vocabulary of a Hugging Face directory: its vocab.txt, else its tokenizer.json."""
+    for name in (WORDPIECE_VOCAB_FILE, HF_TOKENIZER_FILE):
+        if os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return None
+
+
+def _read_wordpiece_vocab(vocab_file: str) -> tuple[list[str], dict[str, Any]]:
+    """The tokens of a vocabulary file in id order, and the options recorded with them.
+
+    ``vocab.txt``: one token a line; ``lowercase`` from a ``tokenizer_config.json`` beside it.
+    ``tokenizer.json``: the ``model.vocab`` of its WordPiece model; ``lowercase`` and ``strip_accents``
+    from its BertNormalizer.
+
+    Raises:
+      ValueError: naming the file and what is wrong (not JSON, not WordPiece, ids not 0..n-1).
+    """
+    if not vocab_file.endswith(".json"):
+        with open(vocab_file, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n") for line in f]
+        return vocab, {"lowercase": _read_wordpiece_config(vocab_file).get("do_lower_case")}
+    data = _read_json(vocab_file)
+    model = data.get("model") or {}
+    if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
+        raise ValueError(f"{vocab_file}: model.type is {model.get('type')!r}; a BERT tokenizer.json holds a "
+                         "WordPiece model with a token -> id 'vocab'")
+    vocab: list[str | None] = [None] * len(model["vocab"])
+    for token, index in model["vocab"].items():
+        if not (isinstance(index, int) and 0 <= index < len(vocab)) or vocab[index] is not None:
+            raise ValueError(f"{vocab_file}: model.vocab ids must be 0..{len(vocab) - 1}, each once; "
+                             f"{token!r} has {index!r}")
+        vocab[index] = token
+    normalizer = data.get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        return vocab, {}
+    return vocab, {"lowercase": normalizer.get("lowercase"), "strip_accents": normalizer.get("strip_accents")}
+
+
+def _read_json(path: str) -> Any:
     with open(path, encoding="utf-8") as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+
+
+def _read_wordpiece_config(vocab_file: str) -> dict:
+    """The transformers ``tokenizer_config.json`` next to ``vocab_file``, or ``{}`` if there is none."""
+    path = os.path.join(os.path.dirname(vocab_file), WORDPIECE_CONFIG_FILE)
+    return _read_json(path) if os.path.isfile(path) else {}
 
 
 class SentencePieceTokenizer(Tokenizer):

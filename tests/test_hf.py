@@ -334,3 +334,26 @@ def test_pytorch_bin_without_torch_says_so(hf_random, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match="pytorch_model.bin is a PyTorch state dict .* needs torch"):
         hf.load_hf_checkpoint(hf_random[0] / "pytorch_bin")
+
+
+def test_a_transformers5_directory_without_vocab_txt_converts_and_gives_fine_tuning_its_tokenizer(
+        minilm_dir, tmp_path):
+    """transformers 5 saves tokenizer.json and no vocab.txt: both our entry points still find the vocabulary."""
+    from transformers import AutoTokenizer
+
+    from bert_jax import finetune
+
+    source_dir = tmp_path / "saved_by_transformers5"
+    source_dir.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(minilm_dir / name, source_dir / name)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(source_dir)
+    assert not (source_dir / "vocab.txt").exists()
+
+    source = finetune.resolve_init_source(str(source_dir))
+    assert source.kind == "hf" and source.tokenizer_spec == {"kind": "wordpiece",
+                                                             "vocab_file": str(source_dir / "tokenizer.json")}
+    out = tmp_path / "converted"
+    hf.convert_hf_directory(source_dir, out)
+    assert (out / "vocab.txt").read_text().splitlines() == (minilm_dir / "vocab.txt").read_text().splitlines()
+    assert json.loads((out / "tokenizer_config.json").read_text())["do_lower_case"] is True

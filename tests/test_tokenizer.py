@@ -282,3 +282,42 @@ def test_offsets_point_at_each_token_in_the_original_text(minilm, trained, name)
     city_start = text.index("City")
     last_word = [text[s:e] for s, e in offsets.tolist() if s >= city_start]
     assert "".join(last_word) == "City"
+
+
+# --- transformers 5 directories: tokenizer.json instead of vocab.txt --------------------------------
+
+@pytest.fixture(scope="module")
+def transformers5_tokenizer_dir(tmp_path_factory):
+    """MiniLM's tokenizer as transformers 5 saves it: tokenizer.json + tokenizer_config.json, no vocab.txt."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("hf5_tokenizer")
+    AutoTokenizer.from_pretrained(MINILM_DIR).save_pretrained(out)
+    assert not (out / "vocab.txt").exists() and (out / "tokenizer.json").exists()
+    return out
+
+
+def test_tokenizer_json_loads_the_same_wordpiece_as_vocab_txt(minilm, transformers5_tokenizer_dir, wiki_texts):
+    found = tok_lib.find_wordpiece_file(transformers5_tokenizer_dir)
+    assert found == str(transformers5_tokenizer_dir / "tokenizer.json")
+    assert tok_lib.find_wordpiece_file(MINILM_DIR) == MINILM_VOCAB  # vocab.txt wins where both exist
+    from_json = tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": found})
+    assert from_json.vocab_size == minilm.vocab_size == 30522
+    assert from_json.lowercase is True  # from the BertNormalizer in tokenizer.json
+    assert (from_json.pad_id, from_json.unk_id, from_json.cls_id, from_json.sep_id, from_json.mask_id) == (
+        minilm.pad_id, minilm.unk_id, minilm.cls_id, minilm.sep_id, minilm.mask_id)
+    texts = [HARD_TEXT, PLAIN_WORDS] + wiki_texts[:20]
+    for ours, reference in zip(from_json.encode_batch(texts), minilm.encode_batch(texts)):
+        np.testing.assert_array_equal(ours, reference)
+
+
+def test_a_tokenizer_json_without_wordpiece_is_refused(tmp_path, transformers5_tokenizer_dir):
+    data = json.loads((transformers5_tokenizer_dir / "tokenizer.json").read_text())
+    bpe = dict(data, model={"type": "BPE", "vocab": {"a": 0}, "merges": []})
+    (tmp_path / "tokenizer.json").write_text(json.dumps(bpe))
+    with pytest.raises(ValueError, match=r"tokenizer.json: model.type is 'BPE'; a BERT tokenizer.json holds a WordPiece"):
+        tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": str(tmp_path / "tokenizer.json")})
+    gap = dict(data, model=dict(data["model"], vocab={**data["model"]["vocab"], "[PAD]": 40000}))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(gap))
+    with pytest.raises(ValueError, match=r"model.vocab ids must be 0..30521, each once; '\[PAD\]' has 40000"):
+        tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": str(tmp_path / "tokenizer.json")})
