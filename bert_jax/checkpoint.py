@@ -38,6 +38,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bert_jax import fileio
+
 PyTree = Any
 CHECKPOINT_SUBDIR = "checkpoints"
 UNRESTORABLE_SUFFIX = ".unrestorable"  # a checkpoint that failed to restore: <step>.unrestorable-<unix time>
@@ -75,7 +77,7 @@ class Checkpointer:
           keep: how many checkpoints to keep (older ones are deleted).
           async_save: write in a background thread while training continues.
         """
-        self.directory = epath.Path(directory)
+        self.directory = fileio.absolute(directory)
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(1, int(save_every)),
             max_to_keep=max(1, int(keep)),
@@ -170,7 +172,7 @@ class Checkpointer:
 def find_checkpoint_dir(path: str | os.PathLike) -> tuple[epath.Path, int] | None:
     """Resolves ``path`` (a workdir, its ``checkpoints`` dir, or one ``checkpoints/<step>`` dir) to
     ``(checkpoints_dir, step)`` of the newest finalised checkpoint, or None when it holds none."""
-    path = epath.Path(path)
+    path = fileio.absolute(path)
     if (path / "state").exists() and path.name.isdigit():
         return path.parent, int(path.name)
     for candidate in (path / CHECKPOINT_SUBDIR, path):
@@ -184,13 +186,13 @@ def find_checkpoint_dir(path: str | os.PathLike) -> tuple[epath.Path, int] | Non
 def stored_tree(state_dir: str | os.PathLike) -> dict[str, Any]:
     """The saved tree of a ``checkpoints/<step>/state`` directory: nested dicts of Orbax array metadata
     (``.shape``, ``.dtype``), read without restoring any array."""
-    metadata = ocp.PyTreeCheckpointer().metadata(epath.Path(state_dir))
+    metadata = ocp.PyTreeCheckpointer().metadata(fileio.absolute(state_dir))
     metadata = getattr(metadata, "item_metadata", metadata)  # a StepMetadata wraps the TreeMetadata
     return dict(getattr(metadata, "tree", metadata))
 
 
 def restore_params_only(
-    checkpoint_dir: epath.Path, step: int, params_template: PyTree, drop_heads: Sequence[str] = ()
+    checkpoint_dir: str | os.PathLike, step: int, params_template: PyTree, drop_heads: Sequence[str] = ()
 ) -> tuple[PyTree, list[str]]:
     """Restores ``params`` from a full-state checkpoint, keeping the template's value for dropped heads.
 
@@ -204,6 +206,7 @@ def restore_params_only(
       ``(params, fresh)``: the merged params, and the top-level names that kept their fresh initialisation
       (dropped, or absent from the checkpoint).
     """
+    checkpoint_dir = fileio.absolute(checkpoint_dir)
     stored_params = stored_tree(checkpoint_dir / str(step) / "state").get("params", {})
     take = {name: sub for name, sub in params_template.items()
             if name not in drop_heads and name in stored_params}

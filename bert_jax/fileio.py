@@ -8,6 +8,7 @@ directories: files are written whole, and ``mkdir`` is a no-op there.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from etils import epath
@@ -16,6 +17,12 @@ from etils import epath
 def is_remote(path: str | epath.Path) -> bool:
     """Whether ``path`` is an object-store URI (``gs://``, ``s3://``, ...) rather than a local path."""
     return "://" in str(path)
+
+
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """``path`` as an absolute ``epath.Path`` (relative local paths against the working directory; URIs
+    as they are). Orbax refuses relative checkpoint paths."""
+    return epath.Path(path if is_remote(path) else os.path.abspath(path))
 
 
 def write_text(path: str | epath.Path, text: str) -> str:

@@ -127,6 +127,21 @@ def test_find_checkpoint_dir_accepts_a_workdir_its_checkpoints_or_one_step(setup
     assert checkpoint.find_checkpoint_dir(tmp_path / "missing") is None
 
 
+def test_relative_local_paths_work_everywhere(setup, tmp_path, monkeypatch):
+    """``--workdir=workdirs/demo`` (the README's demo command) is relative; Orbax wants absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    state = setup["state"]
+    saver = _checkpointer(os.path.join("workdirs", "demo", checkpoint.CHECKPOINT_SUBDIR), async_save=True)
+    assert saver.directory == tmp_path / "workdirs" / "demo" / checkpoint.CHECKPOINT_SUBDIR
+    assert saver.save(2, state)
+    saver.wait()
+    assert checkpoint.find_checkpoint_dir("workdirs/demo") == (saver.directory, 2)
+    assert checkpoint.tree_equal(_checkpointer("workdirs/demo/checkpoints").restore(2, setup["abstract"]), state)
+    params, _ = checkpoint.restore_params_only("workdirs/demo/checkpoints", 2, _other(state).params)
+    assert checkpoint.tree_equal(params, state.params)
+    assert "params" in checkpoint.stored_tree("workdirs/demo/checkpoints/2/state")
+
+
 def test_restore_params_only_keeps_dropped_and_absent_heads_fresh(setup, tmp_path):
     state = setup["state"]
     _checkpointer(tmp_path).save(4, state)
