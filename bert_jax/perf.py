@@ -1,6 +1,13 @@
-"""Throughput and model FLOPs utilisation (MFU), shared by the trainer and the benchmarks."""
+"""Throughput and model FLOPs utilisation (MFU), shared by the trainer and the benchmarks, and the host
+heap setting that keeps XLA:CPU from page-faulting its step buffers in every step."""
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import logging
+import os
 
 import jax
 
@@ -37,3 +44,69 @@ def mfu(tokens_per_second: float, model: ModelConfig, seq_len: int, max_predicti
         return None
     num_devices = num_devices or jax.device_count()
     return tokens_per_second * model.train_flops_per_token(seq_len, max_predictions) / (peak * num_devices)
+
+
+HOST_HEAP_MODES = ("auto", "resident", "default")
+# Device files of accelerators JAX would use (NVIDIA GPUs; TPU VMs: accel or vfio).
+_ACCELERATOR_GLOBS = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_INT_MAX = 2**31 - 1
+
+
+def keep_host_heap_resident() -> bool:
+    """Makes glibc keep freed memory mapped in this process instead of returning it to the OS.
+
+    XLA:CPU allocates a train step's large buffers (activations, the ``[B x P, V]`` MLM logits) and frees
+    them every step. glibc serves large allocations with fresh ``mmap``s and unmaps them on free, so each
+    step page-faults them in again: in the demo, 109 of 392 CPU-seconds were system time. With ``mmap``
+    off, one arena, and the heap trimmed only above 2 GiB of free top, the pages stay mapped after the
+    first step (the demo: 8 s of system time and 21% less wall time; docs/benchmarks.md). The cost is
+    that the process's peak heap is not given back to the OS while it runs. The same as starting the
+    process with ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:
+    glibc.malloc.arena_max=1``. Call it before JAX starts its runtime (``apply_host_heap``): the malloc
+    arenas of threads that already exist keep their behaviour, and XLA:CPU's worker threads start with
+    the backend (called from the trainer instead, the demo kept 103 s of system time).
+
+    Returns:
+      Whether glibc took the settings (False where the C library is not glibc, e.g. musl or macOS).
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_ARENA_MAX, 1))
+    accepted = all(mallopt(option, value) == 1 for option, value in settings)
+    if accepted:
+        logging.info("host heap kept resident (glibc mallopt: no mmap, no trimming below 2 GiB, one arena)")
+    return accepted
+
+
+def accelerator_expected() -> bool:
+    """Whether JAX will run on a GPU or TPU here, judged without starting it: from ``JAX_PLATFORMS`` when
+    set, else from the accelerators' device files."""
+    platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return any(p != "cpu" for p in platforms)
+    return any(glob.glob(pattern) for pattern in _ACCELERATOR_GLOBS)
+
+
+def apply_host_heap(mode: str) -> bool:
+    """Applies a run config's ``train.host_heap`` at an entry point, before anything starts JAX.
+
+    Args:
+      mode: ``"resident"`` (``keep_host_heap_resident``), ``"default"`` (glibc as it is) or ``"auto"``
+        (resident when JAX will run on CPU; on GPU/TPU hosts the heap holds only the input pipeline,
+        whose threads are better served by glibc's several arenas).
+
+    Returns:
+      Whether the heap is now kept resident.
+
+    Raises:
+      ValueError: an unknown mode.
+    """
+    if mode not in HOST_HEAP_MODES:
+        raise ValueError(f"train.host_heap={mode!r}; expected one of {HOST_HEAP_MODES}")
+    if mode == "default" or (mode == "auto" and accelerator_expected()):
+        return False
+    return keep_host_heap_resident()

@@ -12,7 +12,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from bert_jax import fileio, sharding
+from bert_jax import fileio, perf, sharding
 from bert_jax.config import ModelConfig
 
 NONFINITE_MODES = ("stop", "skip")
@@ -92,6 +92,8 @@ def validate(
         problems.append(f"train.num_steps={train.num_steps} must be >= 1")
     if train.on_nonfinite not in NONFINITE_MODES:
         problems.append(f"train.on_nonfinite={train.on_nonfinite!r}; expected one of {NONFINITE_MODES}")
+    if train.get("host_heap", "default") not in perf.HOST_HEAP_MODES:
+        problems.append(f"train.host_heap={train.host_heap!r}; expected one of {perf.HOST_HEAP_MODES}")
     if train.init_mode not in INIT_MODES:
         problems.append(f"train.init_mode={train.init_mode!r}; expected one of {INIT_MODES}")
     nsp_weight = float(config.task.get("nsp_weight", 1.0))

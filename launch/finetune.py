@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import finetune, logs
+from bert_jax import finetune, logs, perf
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/finetune_glue.py", "Fine-tuning config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/finetune", "Directory for checkpoints, logs and predictions.")
@@ -23,6 +23,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/finetune", "Directory for ch
 def main(argv):
     del argv
     logs.setup_logging()
+    perf.apply_host_heap(_CONFIG.value.train.get("host_heap", "auto"))  # Before JAX starts its threads.
     try:
         summary = finetune.run(_CONFIG.value, _WORKDIR.value)
     except finetune.InputError as error:  # bad input or config: say what and where, no traceback

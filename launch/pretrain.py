@@ -15,7 +15,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import distributed, logs, train
+from bert_jax import distributed, logs, perf, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Run config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Directory for checkpoints, logs and plots.")
@@ -24,6 +24,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Directory for checkp
 def main(argv):
     del argv
     logs.setup_logging()
+    perf.apply_host_heap(_CONFIG.value.train.get("host_heap", "auto"))  # Before JAX starts its threads.
     distributed.initialize_from_flags()  # Before anything touches a device.
     summary = train.run(_CONFIG.value, _WORKDIR.value)
     if distributed.is_primary():

@@ -142,6 +142,7 @@ def _demo(**overrides) -> ml_collections.ConfigDict:
      r"train.batch_size=8 is not divisible by the 3 processes"),
     ({"train.num_steps": 0}, {}, r"train.num_steps=0 must be >= 1"),
     ({"train.on_nonfinite": "ignore"}, {}, r"train.on_nonfinite='ignore'; expected one of \('stop', 'skip'\)"),
+    ({"train.host_heap": "pinned"}, {}, r"train.host_heap='pinned'; expected one of \('auto', 'resident', 'default'\)"),
     ({"train.init_mode": "weights"}, {}, r"train.init_mode='weights'"),
     ({"train.log_every": 0}, {}, r"train.log_every=0 must be >= 1"),
     ({"train.eval_batches": 0}, {}, r"train.eval_batches=0 must be >= 1"),
