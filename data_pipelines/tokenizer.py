@@ -537,6 +537,24 @@ def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str)
     return tokenizer
 
 
+def _canonical_order(vocab_file: str) -> None:
+    """Rewrites a trained vocab.txt in an order that depends only on its tokens.
+
+    The ``tokenizers`` WordPiece trainer orders the alphabet, and merges of equal count, by Rust hash-map
+    iteration, which is seeded randomly per process: the same corpus gives the same tokens in a different
+    order, so different ids, embeddings and results run to run. Sorted instead: the special tokens first
+    (ids 0..4), then the single characters, then the longer pieces, each by code point.
+    """
+    with open(vocab_file, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n") for line in f]
+    special = [t for t in SPECIAL_TOKENS if t in tokens]
+    rest = [t for t in tokens if t not in SPECIAL_TOKENS]
+    piece_length = lambda t: len(t.removeprefix(WORDPIECE_CONTINUATION_PREFIX))  # noqa: E731
+    ordered = special + sorted(rest, key=lambda t: (piece_length(t) > 1, t))
+    with open(vocab_file, "w", encoding="utf-8") as f:
+        f.writelines(token + "\n" for token in ordered)
+
+
 def _no_text_error(counted: _CountingTexts) -> ValueError:
     return ValueError(f"no text to train a tokenizer on ({counted.num_empty} empty texts, 0 non-empty)")
 
@@ -569,6 +587,7 @@ def _train_wordpiece(
         raise _no_text_error(counted)
     backend.model.save(out_dir)  # writes vocab.txt in id order
     vocab_file = os.path.join(out_dir, WORDPIECE_VOCAB_FILE)
+    _canonical_order(vocab_file)
     tokenizer = WordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=strip_accents)
     tokenizer.save(out_dir)  # adds tokenizer_config.json (casing) next to vocab.txt
     return tokenizer

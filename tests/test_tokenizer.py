@@ -128,6 +128,16 @@ def test_trained_vocabulary_specials_and_round_trip(trained, name):
     assert [b.tolist() for b in batch] == [ids.tolist(), [], tokenizer.encode("the city").tolist()]
 
 
+def test_wordpiece_training_is_deterministic(trained, wiki_texts, tmp_path):
+    """The trainer orders ties by a randomly seeded hash map; the written vocabulary must not depend on it."""
+    again = tok_lib.train_tokenizer(wiki_texts, TRAIN_SPECS["wordpiece"], str(tmp_path))
+    first = trained["wordpiece"]
+    with open(first.spec["vocab_file"], encoding="utf-8") as a, open(again.spec["vocab_file"], encoding="utf-8") as b:
+        assert a.read() == b.read()
+    ids = [first.encode_batch([t])[0].tolist() for t in wiki_texts[:10]]
+    assert ids == [again.encode_batch([t])[0].tolist() for t in wiki_texts[:10]]
+
+
 @pytest.mark.parametrize("name", ["minilm"] + list(TRAIN_SPECS))
 def test_word_start_mask_marks_one_start_per_word(minilm, trained, name):
     tokenizer = minilm if name == "minilm" else trained[name]
