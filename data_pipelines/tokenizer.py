@@ -541,9 +541,10 @@ def _canonical_order(vocab_file: str) -> None:
     """Rewrites a trained vocab.txt in an order that depends only on its tokens.
 
     The ``tokenizers`` WordPiece trainer orders the alphabet, and merges of equal count, by Rust hash-map
-    iteration, which is seeded randomly per process: the same corpus gives the same tokens in a different
-    order, so different ids, embeddings and results run to run. Sorted instead: the special tokens first
-    (ids 0..4), then the single characters, then the longer pieces, each by code point.
+    iteration, which is seeded randomly per process: the same corpus gives (nearly) the same tokens in a
+    different order each time, so different ids for the same pieces. Sorted instead: the special tokens
+    first (ids 0..4), then the single characters, then the longer pieces, each by code point. Which
+    tokens take the last slots can still differ between builds (equal-count merges at the cut-off).
     """
     with open(vocab_file, encoding="utf-8") as f:
         tokens = [line.rstrip("\n") for line in f]
