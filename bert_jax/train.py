@@ -20,6 +20,7 @@ from bert_jax import distributed, fileio, logs, run_config
 from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
 from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines import vocab_training
 from data_pipelines.loader import make_pretraining_loader
 
 FINAL_SUMMARY_FILE = "final_metrics.json"
@@ -36,7 +37,7 @@ def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokeni
     if config.tokenizer.build_if_missing and path and not os.path.exists(path):
         logging.info("tokenizer file %s is missing: training one on the first training source", path)
         training_spec = {k: v for k, v in spec.items() if k not in ("vocab_file", "model_file")}
-        tokenizer_lib.build_vocab_from_source(dict(config.data.sources[0]), training_spec, os.path.dirname(path))
+        vocab_training.build_vocab_from_source(dict(config.data.sources[0]), training_spec, os.path.dirname(path))
     return tokenizer_lib.load_tokenizer(spec)
 
 

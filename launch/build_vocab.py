@@ -15,7 +15,7 @@ import json
 
 from absl import app, flags, logging
 
-from data_pipelines import tokenizer
+from data_pipelines import tokenizer, vocab_training
 
 _SOURCE = flags.DEFINE_string("source", None, "Data source name (see data_pipelines/sources).", required=True)
 _DUMP_PATH = flags.DEFINE_string("dump_path", None, "Wikipedia XML dump (.xml or .xml.bz2), for dump sources.")
@@ -49,7 +49,7 @@ def main(argv):
         tokenizer_spec["min_frequency"] = _MIN_FREQUENCY.value
     else:
         tokenizer_spec.update(model_type=_MODEL_TYPE.value, character_coverage=_CHARACTER_COVERAGE.value)
-    trained = tokenizer.build_vocab_from_source(
+    trained = vocab_training.build_vocab_from_source(
         source_spec, tokenizer_spec, _OUT_DIR.value, split=_SPLIT.value, max_documents=_MAX_DOCUMENTS.value
     )
     logging.info("vocabulary of %d tokens written to %s", trained.vocab_size, _OUT_DIR.value)

@@ -1,4 +1,4 @@
-"""Tests for data_pipelines/tokenizer.py on real text: the MiniLM BERT vocabulary and gensim's Wikipedia excerpt."""
+"""Tests for data_pipelines/tokenizer.py and vocab_training.py on real text: the MiniLM BERT vocabulary and gensim's Wikipedia excerpt."""
 
 import bz2
 import html
@@ -17,6 +17,7 @@ import pytest
 from transformers import BertTokenizerFast
 
 from data_pipelines import tokenizer as tok_lib
+from data_pipelines import vocab_training
 
 GENSIM_DATA = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data")
 WIKI_DUMP = os.path.join(GENSIM_DATA, "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -65,7 +66,7 @@ TRAIN_SPECS = {
 def trained(wiki_texts, tmp_path_factory):
     """name -> tokenizer trained on the Wikipedia excerpt (lowercased)."""
     return {
-        name: tok_lib.train_tokenizer(wiki_texts, spec, str(tmp_path_factory.mktemp(name)))
+        name: vocab_training.train_tokenizer(wiki_texts, spec, str(tmp_path_factory.mktemp(name)))
         for name, spec in TRAIN_SPECS.items()
     }
 
@@ -92,7 +93,7 @@ def test_uncased_wordpiece_ids_identical_to_bert_tokenizer_fast(minilm, wiki_tex
 
 def test_cased_wordpiece_ids_identical_to_bert_tokenizer_fast(wiki_texts, tmp_path):
     out_dir = str(tmp_path)
-    cased = tok_lib.train_tokenizer(
+    cased = vocab_training.train_tokenizer(
         wiki_texts + [HARD_TEXT], {"kind": "wordpiece", "vocab_size": 3000, "lowercase": False}, out_dir
     )
     # transformers reads our vocab.txt + tokenizer_config.json and must agree (do_lower_case False).
@@ -136,7 +137,7 @@ def test_trained_wordpiece_ids_depend_only_on_the_tokens(trained, tmp_path):
     shuffled = written[:5] + list(np.random.default_rng(0).permutation(written[5:]))
     path = tmp_path / "vocab.txt"
     path.write_text("".join(t + "\n" for t in shuffled), encoding="utf-8")
-    tok_lib._canonical_order(str(path))
+    vocab_training._canonical_order(str(path))
     assert path.read_text(encoding="utf-8").splitlines() == written
     singles = [t for t in written[5:] if len(t.removeprefix("##")) == 1]
     assert written[5:5 + len(singles)] == sorted(singles)  # the alphabet, then longer pieces
@@ -188,7 +189,7 @@ def test_pickle_round_trip_without_the_files(minilm, trained, name, tmp_path):
 
 
 def test_saved_wordpiece_config_restores_casing(wiki_texts, tmp_path):
-    cased = tok_lib.train_tokenizer(wiki_texts[:50], {"kind": "wordpiece", "vocab_size": 800, "lowercase": False},
+    cased = vocab_training.train_tokenizer(wiki_texts[:50], {"kind": "wordpiece", "vocab_size": 800, "lowercase": False},
                                     str(tmp_path))
     reloaded = tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": str(tmp_path / "vocab.txt")})
     assert reloaded.lowercase is False
@@ -224,9 +225,9 @@ def test_bad_vocabularies_and_specs_are_named(tmp_path):
     with pytest.raises(ValueError, match="needs 'model_file'"):
         tok_lib.load_tokenizer({"kind": "sentencepiece"})
     with pytest.raises(ValueError, match="integer 'vocab_size'"):
-        tok_lib.train_tokenizer(["some text"], {"kind": "wordpiece"}, str(tmp_path / "x"))
+        vocab_training.train_tokenizer(["some text"], {"kind": "wordpiece"}, str(tmp_path / "x"))
     with pytest.raises(ValueError, match="'model_type' must be one of"):
-        tok_lib.train_tokenizer(["some text"], {"kind": "sentencepiece", "vocab_size": 50, "model_type": "char"},
+        vocab_training.train_tokenizer(["some text"], {"kind": "sentencepiece", "vocab_size": 50, "model_type": "char"},
                                 str(tmp_path / "x"))
     minilm = tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": MINILM_VOCAB})
     with pytest.raises(KeyError, match="not in the wordpiece vocabulary"):
@@ -238,13 +239,13 @@ def test_bad_vocabularies_and_specs_are_named(tmp_path):
 @pytest.mark.parametrize("kind", tok_lib.KINDS)
 def test_training_on_no_text_fails_clearly(kind, tmp_path):
     with pytest.raises(ValueError, match=r"no text to train a tokenizer on \(3 empty texts"):
-        tok_lib.train_tokenizer(["", "  ", "\n"], {"kind": kind, "vocab_size": 100}, str(tmp_path))
+        vocab_training.train_tokenizer(["", "  ", "\n"], {"kind": kind, "vocab_size": 100}, str(tmp_path))
 
 
 def test_build_vocab_from_source_reads_at_most_max_documents(tmp_path, caplog):
     source_spec = {"name": "synthetic", "num_documents": 200, "seed": 3, "eval_fraction": 0.0}
-    with caplog.at_level("INFO", logger="data_pipelines.tokenizer"):
-        built = tok_lib.build_vocab_from_source(
+    with caplog.at_level("INFO", logger="data_pipelines.vocab_training"):
+        built = vocab_training.build_vocab_from_source(
             source_spec, {"kind": "sentencepiece", "vocab_size": 300, "model_type": "bpe"}, str(tmp_path),
             max_documents=40,
         )

@@ -33,6 +33,7 @@ from bert_jax import checkpoint, hf, logs, optim, run_config, sharding, steps, t
 from bert_jax.tasks import get_task
 from configs import demo
 from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines import vocab_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12  # the reference run's length; checkpoints every 2 steps, evaluations every 4
@@ -186,7 +187,7 @@ def read_tensorboard_scalars(event_dir) -> dict[str, list[tuple[int, float]]]:
 @pytest.fixture(scope="module")
 def runs(sample_corpus, tmp_path_factory) -> Runs:
     root = tmp_path_factory.mktemp("train_run")
-    tokenizer = tokenizer_lib.build_vocab_from_source(
+    tokenizer = vocab_training.build_vocab_from_source(
         sample_corpus.spec, {"kind": "wordpiece", "vocab_size": 2000, "lowercase": True}, str(root / "vocab"))
     return Runs(root, tiny_overrides(tokenizer.spec["vocab_file"], sample_corpus.spec))
 
