@@ -1,4 +1,4 @@
-"""Smoke test of the pretraining-step benchmark (bench/bench_step.py): tiny BERT, two timed steps.
+"""Smoke test of the pretraining-step benchmark (bench/bench_step.py, bench/step_runners.py): tiny BERT, two timed steps.
 
 No timing is asserted: the records must be complete and finite, the losses those of an untrained BERT,
 the random batch a realistic contract batch, and FLOPs/token the formula of REFERENCE.md computed from
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from bench import bench_step
+from bench import bench_step, step_runners
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import get_task
 from data_pipelines import batch as batch_contract
@@ -52,27 +52,27 @@ def test_flops_per_token_counts_the_real_encoder_parameters():
 
 
 def test_random_batch_is_a_realistic_contract_batch():
-    batch = bench_step.random_pretraining_batch(batch_size=64, seq_len=128, max_predictions=20,
+    batch = step_runners.random_pretraining_batch(batch_size=64, seq_len=128, max_predictions=20,
                                                 vocab_size=CONFIG.vocab_size, seed=3)
     assert batch_contract.validate_batch(batch) == {"B": 64, "S": 128, "P": 20}
     real = batch["input_mask"].astype(bool)
     assert 0 < (~real.all(axis=1)).sum() < 64  # some rows padded, not all
-    assert (batch["input_ids"][~real] == bench_step.PAD_ID).all()
-    assert (batch["input_ids"][:, 0] == bench_step.CLS_ID).all()
+    assert (batch["input_ids"][~real] == step_runners.PAD_ID).all()
+    assert (batch["input_ids"][:, 0] == step_runners.CLS_ID).all()
     assert (batch["segment_ids"][real] == 1).any() and (batch["segment_ids"][~real] == 0).all()
     predicted = batch["masked_lm_weights"].sum()
     assert 0.13 < predicted / real.sum() < 0.16  # ~15% of the real tokens, capped at P
     targets = batch["masked_lm_ids"][batch["masked_lm_weights"] > 0]
-    assert targets.min() >= bench_step.FIRST_REAL_ID and targets.max() < CONFIG.vocab_size
+    assert targets.min() >= step_runners.FIRST_REAL_ID and targets.max() < CONFIG.vocab_size
     rows, cols = np.nonzero(batch["masked_lm_weights"])
     assert real[rows, batch["masked_lm_positions"][rows, cols]].all()  # predictions sit on real tokens
-    masked_share = (batch["input_ids"] == bench_step.MASK_ID).sum() / predicted
+    masked_share = (batch["input_ids"] == step_runners.MASK_ID).sum() / predicted
     assert 0.7 < masked_share < 0.9  # the 80% [MASK] of 80/10/10
 
 
 def test_random_batch_rejects_a_vocabulary_without_real_word_pieces():
     with pytest.raises(ValueError, match="vocab_size=500"):
-        bench_step.random_pretraining_batch(batch_size=2, seq_len=16, max_predictions=2, vocab_size=500)
+        step_runners.random_pretraining_batch(batch_size=2, seq_len=16, max_predictions=2, vocab_size=500)
 
 
 def test_parse_mesh():
@@ -92,11 +92,11 @@ def test_command_line_rejects_bad_arguments(capsys):
 def test_alternating_jax_and_torch_measurement():
     shape = {key: SHAPE[key] for key in ("batch_size", "seq_len", "max_predictions")}
     runners = [
-        bench_step.make_jax_runner(CONFIG, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
+        step_runners.make_jax_runner(CONFIG, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
                                    compiler_options=FAST_COMPILE),
-        bench_step.make_torch_runner(CONFIG, **shape, num_threads=1, device="cpu"),
+        step_runners.make_torch_runner(CONFIG, **shape, num_threads=1, device="cpu"),
     ]
-    records = bench_step.time_runners(runners, config=CONFIG, **SHAPE)
+    records = step_runners.time_runners(runners, config=CONFIG, **SHAPE)
     assert list(records) == ["jax", "torch"]
     for framework, record in records.items():
         _check_record(record, framework)
@@ -116,8 +116,8 @@ def test_worker_failure_is_raised_in_the_parent():
 def test_torch_full_sequence_mlm_loss_matches_the_gathered_one():
     """Hugging Face's -100 labels path and the masked-position gather give the same loss (same seed)."""
     losses = {}
-    for mlm in bench_step.TORCH_MLM_MODES:
-        runner = bench_step.make_torch_runner(
+    for mlm in step_runners.TORCH_MLM_MODES:
+        runner = step_runners.make_torch_runner(
             CONFIG.replace(hidden_dropout=0.0, attention_dropout=0.0), batch_size=4, seq_len=32,
             max_predictions=5, mlm=mlm, num_threads=1, device="cpu")
         losses[mlm] = runner.last_loss()  # the first step's loss, before any update

@@ -1,0 +1,425 @@
+"""The pieces of the step benchmark (``bench/bench_step.py``) that run in each framework's worker: the
+shared random contract batch and optimizer, ``StepRunner`` and its timing, and the JAX and PyTorch steps.
+
+Both frameworks train the same ``ModelConfig`` on the same random contract batch (``data_pipelines.batch``)
+with BERT's MLM + NSP objective, dropout as configured, and the AdamW of
+``bert_jax.optim.default_optimizer_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bert_jax.config import ModelConfig
+from data_pipelines import batch as batch_contract
+from data_pipelines.masking import TokenMasker
+
+FRAMEWORKS = ("jax", "torch")
+TORCH_MLM_MODES = ("gather", "full")
+# Ids of the BERT uncased vocab.txt: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103; real
+# word pieces start at 999 (1..998 are [unusedN] placeholders).
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
+FIRST_REAL_ID = 999
+# Fraction of rows shorter than the sequence length (padded), e.g. documents' last instances.
+PADDED_ROW_FRACTION = 0.25
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs shared by both frameworks
+
+
+def random_pretraining_batch(
+    *, batch_size: int, seq_len: int, max_predictions: int, vocab_size: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A realistic random pretraining batch following ``data_pipelines.batch.PRETRAINING_FIELDS``.
+
+    Rows are ``[CLS] A [SEP] B [SEP]`` with word-piece ids drawn from the real range ``[999, V)`` of
+    the BERT uncased vocabulary; a quarter of the rows (``PADDED_ROW_FRACTION``) are shorter than ``S``
+    and padded. ``data_pipelines.masking.TokenMasker`` picks 15% of each row's real tokens (at most
+    ``P``) and applies 80% [MASK] / 10% random / 10% kept.
+
+    Returns:
+      field -> int32 array: ``[B, S]`` encoder fields, ``[B, P]`` masked-LM fields, ``[B]`` NSP labels.
+
+    Raises:
+      ValueError: when ``vocab_size <= 999`` (no real word pieces) or ``seq_len < 8``.
+    """
+    if vocab_size <= FIRST_REAL_ID:
+        raise ValueError(f"vocab_size={vocab_size}: the benchmark draws BERT uncased ids, so it must exceed "
+                         f"{FIRST_REAL_ID}")
+    if seq_len < 8:
+        raise ValueError(f"seq_len={seq_len} must be at least 8")
+    rng = np.random.default_rng(seed)
+    padded = rng.random(batch_size) < PADDED_ROW_FRACTION
+    lengths = np.where(padded, rng.integers(seq_len // 4, seq_len, batch_size), seq_len)
+    input_ids = np.full((batch_size, seq_len), PAD_ID, np.int32)
+    segment_ids = np.zeros((batch_size, seq_len), np.int32)
+    for row, length in enumerate(lengths):
+        text = length - 3  # room for [CLS] and two [SEP]
+        first_sep = 1 + int(rng.integers(1, text))
+        input_ids[row, :length] = rng.integers(FIRST_REAL_ID, vocab_size, length)
+        input_ids[row, [0, first_sep, length - 1]] = (CLS_ID, SEP_ID, SEP_ID)
+        segment_ids[row, first_sep + 1:length] = 1
+    masker = TokenMasker(
+        vocab_size=vocab_size,
+        special_ids=np.array([PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID]),
+        mask_id=MASK_ID,
+        replacement_ids=np.arange(FIRST_REAL_ID, vocab_size),
+        max_predictions_per_seq=max_predictions,
+    )
+    input_mask = (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int32)
+    batch = {
+        **masker(input_ids, rng),
+        "segment_ids": segment_ids,
+        "input_mask": input_mask,
+        "sequence_ids": input_mask.copy(),
+        "position_ids": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy(),
+        "next_sentence_label": rng.integers(0, 2, batch_size).astype(np.int32),
+    }
+    batch_contract.validate_batch(batch, dims={"B": batch_size, "S": seq_len, "P": max_predictions})
+    return batch
+
+
+def bench_optimizer_config():
+    """The optimizer both frameworks use: BERT's AdamW recipe (``optim.default_optimizer_config``)."""
+    from bert_jax import optim
+
+    return optim.default_optimizer_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclasses.dataclass
+class StepRunner:
+    """One framework's ready-to-run training step on a fixed batch.
+
+    ``run_step`` runs one step and waits for it; ``last_loss`` is that step's loss; ``compile_s`` the
+    seconds before the first step could run (JAX: lower + compile; PyTorch: the first eager step);
+    ``peak_memory`` returns ``(bytes, how it was measured)``; ``num_devices`` and ``peak_flops`` (of one
+    device, None where unknown) give MFU; ``info`` is copied into the result record. ``timed_step``
+    runs one step and returns its ``sample_step`` measurement (by default in this process).
+    """
+
+    framework: str
+    run_step: Callable[[], None]
+    last_loss: Callable[[], float]
+    compile_s: float
+    peak_memory: Callable[[], tuple[int, str]]
+    num_devices: int
+    peak_flops: float | None
+    info: dict[str, Any]
+    timed_step: Callable[[], tuple[float, float, float, int]] | None = None
+
+    def __post_init__(self):
+        if self.timed_step is None:
+            self.timed_step = lambda: sample_step(self.run_step)
+
+    def description(self) -> dict[str, Any]:
+        """The plain (picklable) fields."""
+        return {name: getattr(self, name) for name in ("framework", "compile_s", "num_devices", "peak_flops", "info")}
+
+
+def sample_step(run_step: Callable[[], None]) -> tuple[float, float, float, int]:
+    """Runs one step; returns its wall seconds and this process's CPU seconds, system seconds, page faults."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run_step()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    system = after.ru_stime - before.ru_stime
+    return wall, after.ru_utime - before.ru_utime + system, system, after.ru_minflt - before.ru_minflt
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (``taskset`` respected)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _host_peak_memory() -> tuple[int, str]:
+    """Peak resident set size of this process so far (``getrusage``; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host peak RSS (getrusage)"
+
+
+def time_runners(
+    runners: Sequence[StepRunner],
+    *,
+    config: ModelConfig,
+    batch_size: int,
+    seq_len: int,
+    max_predictions: int,
+    steps: int,
+    warmup: int,
+) -> dict[str, dict[str, Any]]:
+    """Times ``steps`` steps of each runner after ``warmup`` untimed ones.
+
+    With several runners the timed steps alternate (one step of each in turn), so that a machine
+    shared with other jobs loads all of them alike. Each step is measured by ``sample_step``.
+
+    Returns:
+      framework -> result record: step times (median/mean/min/max), ``tokens_per_s`` (``B x S`` over
+      the median step), ``compile_s``, peak memory, FLOPs/token (``ModelConfig.train_flops_per_token``),
+      achieved TFLOP/s, MFU (None where the device peak is unknown), the last loss, CPU and system
+      seconds and page faults per step, CPU cores used, the load average around the timing, and the
+      runner's ``info``.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
+    for runner in runners:
+        for _ in range(warmup):
+            runner.run_step()
+    load_before = os.getloadavg()
+    samples = {runner.framework: [] for runner in runners}
+    for _ in range(steps):
+        for runner in runners:
+            samples[runner.framework].append(runner.timed_step())
+    load_after = os.getloadavg()
+    flops_per_token = config.train_flops_per_token(seq_len, max_predictions)
+    records = {}
+    for runner in runners:
+        times, cpu, system, faults = (np.array(column) for column in zip(*samples[runner.framework]))
+        median = float(np.median(times))
+        tokens_per_s = batch_size * seq_len / median
+        peak_memory = runner.peak_memory()
+        achieved = tokens_per_s * flops_per_token
+        records[runner.framework] = {
+            "framework": runner.framework,
+            "step_time_median_s": median,
+            "step_time_mean_s": float(times.mean()),
+            "step_time_min_s": float(times.min()),
+            "step_time_max_s": float(times.max()),
+            "tokens_per_s": tokens_per_s,
+            "sequences_per_s": batch_size / median,
+            "compile_s": runner.compile_s,
+            "peak_memory_bytes": peak_memory[0],
+            "peak_memory_source": peak_memory[1],
+            "flops_per_token": flops_per_token,
+            "achieved_tflops": achieved / 1e12,
+            "mfu": achieved / (runner.peak_flops * runner.num_devices) if runner.peak_flops else None,
+            "loss": runner.last_loss(),
+            "timed_steps": steps,
+            "alternated_with": [r.framework for r in runners if r is not runner],
+            "cpu_s_per_step": float(cpu.mean()),
+            "cpu_cores_used": float(cpu.sum() / times.sum()),
+            "system_s_per_step": float(system.mean()),
+            "page_faults_per_step": float(faults.mean()),
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+            **runner.info,
+        }
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX
+
+
+def make_jax_runner(
+    config: ModelConfig,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_predictions: int,
+    mesh: Mapping[str, int] | None = None,
+    devices: Sequence[Any] | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> StepRunner:
+    """``steps.train_step`` jitted by ``steps.jit_train_step`` on a mesh, compiled for the batch.
+
+    Args:
+      config: the model (``dtype``, ``scan_layers``, ``remat``, ``attention_impl`` as set).
+      batch_size, seq_len, max_predictions: the batch shape ``B, S, P``; ``seed`` seeds params and batch.
+      mesh: ``sharding.make_mesh`` axis sizes (default ``{"data": -1}``) over ``devices`` (default all).
+      compiler_options: XLA options of this compilation only (``jax.stages.Lowered.compile``).
+    """
+    import jax
+
+    from bert_jax import optim, perf, sharding
+    from bert_jax import steps as steps_lib
+    from bert_jax.tasks import get_task
+
+    task = get_task("pretraining", config, max_predictions=max_predictions)
+    optimizer = optim.make_optimizer(bench_optimizer_config())
+    device_mesh = sharding.make_mesh(mesh or {"data": -1}, devices)
+    rules = sharding.DEFAULT_RULES
+    state, state_shardings = steps_lib.create_train_state(
+        task, optimizer, device_mesh, rules, rng=seed, batch_size=batch_size, seq_len=seq_len)
+    jitted = steps_lib.jit_train_step(steps_lib.train_step, state_shardings, device_mesh, rules,
+                                      task=task, optimizer=optimizer)
+    host_batch = random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
+                                          vocab_size=config.vocab_size, seed=seed)
+    batch = sharding.shard_batch(host_batch, device_mesh)
+    start = time.perf_counter()
+    lowered = jitted.lower(state, batch)
+    lower_seconds = time.perf_counter() - start
+    compiled = lowered.compile(dict(compiler_options) if compiler_options else None)
+    compile_seconds = time.perf_counter() - start
+
+    metrics = None
+
+    def run_step() -> None:
+        nonlocal state, metrics
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+
+    used_devices = list(device_mesh.devices.flat)
+
+    def peak_memory() -> tuple[int, str]:
+        stats = [device.memory_stats() for device in used_devices]
+        if all(s and "peak_bytes_in_use" in s for s in stats):
+            return max(s["peak_bytes_in_use"] for s in stats), "device peak_bytes_in_use (max over devices)"
+        return _host_peak_memory()
+
+    return StepRunner(
+        framework="jax", run_step=run_step, last_loss=lambda: task.summarize(jax.device_get(metrics))["loss"],
+        compile_s=compile_seconds, peak_memory=peak_memory,
+        num_devices=len(used_devices), peak_flops=perf.device_peak_flops(used_devices[0]),
+        info={
+            "lower_s": lower_seconds,
+            "device": used_devices[0].device_kind,
+            "num_devices": len(used_devices),
+            "mesh": dict(device_mesh.shape),
+            "xla_temp_bytes": getattr(compiled.memory_analysis(), "temp_size_in_bytes", None),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "compiler_options": dict(compiler_options or {}),
+            "prng_impl": str(jax.config.jax_default_prng_impl),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch
+
+
+def _torch_optimizer(model, cfg):
+    """``torch.optim.AdamW`` + ``LambdaLR`` matching ``optim.make_optimizer(cfg)`` (AdamW only).
+
+    Weight decay skips LayerNorm parameters and biases, as ``optim.is_decayed`` does; the learning rate
+    follows ``optim.make_schedule(cfg)`` itself.
+    """
+    import torch
+
+    from bert_jax import optim
+
+    if cfg.name != "adamw":
+        raise ValueError(f"the PyTorch side mirrors AdamW only; got optimizer.name={cfg.name!r}")
+    decayed, not_decayed = [], []
+    for name, param in model.named_parameters():
+        (not_decayed if name.endswith("bias") or "LayerNorm" in name else decayed).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
+        lr=cfg.learning_rate, betas=(cfg.b1, cfg.b2), eps=cfg.eps)
+    schedule = optim.make_schedule(cfg)
+    factor = lambda step: float(schedule(step)) / cfg.learning_rate  # noqa: E731
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_torch_runner(
+    config: ModelConfig,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_predictions: int,
+    mlm: str = "gather",
+    num_threads: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> StepRunner:
+    """An eager training step of ``transformers.BertForPreTraining`` on the same kind of batch.
+
+    Args:
+      config: the model; ``dtype="bfloat16"`` runs forward and loss under ``torch.autocast``.
+      batch_size, seq_len, max_predictions, seed: as ``make_jax_runner``.
+      mlm: ``"gather"`` (MLM head on the gathered masked positions, as ours) or ``"full"`` (Hugging
+        Face's ``labels`` path: the head on every position, -100 off the masked ones).
+      num_threads: ``torch.set_num_threads`` (default: the CPUs this process may run on).
+      device: torch device, e.g. ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    """
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    from bert_jax import perf
+    from bert_jax.hf import model_config_to_hf_config
+
+    if mlm not in TORCH_MLM_MODES:
+        raise ValueError(f"mlm={mlm!r}; expected one of {TORCH_MLM_MODES}")
+    torch.set_num_threads(num_threads or available_cpus())
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    torch.manual_seed(seed)
+    hf_config = transformers.BertConfig(**model_config_to_hf_config(config), attn_implementation="sdpa")
+    model = transformers.BertForPreTraining(hf_config).to(device).train()
+    optimizer_cfg = bench_optimizer_config()
+    optimizer, scheduler = _torch_optimizer(model, optimizer_cfg)
+    host_batch = random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
+                                          vocab_size=config.vocab_size, seed=seed)
+    batch = {name: torch.from_numpy(array).long().to(device) for name, array in host_batch.items()}
+    weights = batch["masked_lm_weights"].float()
+    labels = torch.full_like(batch["input_ids"], -100).scatter(
+        1, batch["masked_lm_positions"], torch.where(weights > 0, batch["masked_lm_ids"], -100))
+    encoder_inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["input_mask"],
+                          token_type_ids=batch["segment_ids"], position_ids=batch["position_ids"])
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=config.dtype == "bfloat16")
+
+    def loss_fn() -> torch.Tensor:
+        if mlm == "full":
+            return model(**encoder_inputs, labels=labels, next_sentence_label=batch["next_sentence_label"]).loss
+        sequence, pooled = model.bert(**encoder_inputs)[:2]
+        positions = batch["masked_lm_positions"][..., None].expand(-1, -1, sequence.shape[-1])
+        logits = model.cls.predictions(torch.gather(sequence, 1, positions)).float()
+        losses = F.cross_entropy(logits.flatten(0, 1), batch["masked_lm_ids"].flatten(), reduction="none")
+        mlm_loss = (losses * weights.flatten()).sum() / weights.sum().clamp_min(1e-8)
+        nsp_logits = model.cls.seq_relationship(pooled).float()
+        return mlm_loss + F.cross_entropy(nsp_logits, batch["next_sentence_label"])
+
+    on_cuda = torch.device(device).type == "cuda"
+    loss = None
+
+    def run_step() -> None:
+        nonlocal loss
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optimizer_cfg.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        if on_cuda:
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    run_step()
+    first_step_seconds = time.perf_counter() - start
+    kind = torch.cuda.get_device_name() if on_cuda else "cpu"
+
+    def peak_memory() -> tuple[int, str]:
+        if on_cuda:
+            return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+        return _host_peak_memory()
+
+    return StepRunner(
+        framework="torch", run_step=run_step, last_loss=lambda: loss.item(), compile_s=first_step_seconds,
+        peak_memory=peak_memory, num_devices=1,
+        peak_flops=perf.device_peak_flops(types.SimpleNamespace(device_kind=kind)) if on_cuda else None,
+        info={
+            "device": kind,
+            "num_threads": torch.get_num_threads(),
+            "mlm": mlm,
+            "attn_implementation": model.config._attn_implementation,
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        },
+    )
+
+
+MAKERS: dict[str, Callable[..., StepRunner]] = {"jax": make_jax_runner, "torch": make_torch_runner}
