@@ -8,8 +8,8 @@ Object stores cannot append, so a remote ``metrics.jsonl`` is rewritten whole on
 
 from __future__ import annotations
 
-import json
 import io
+import json
 import logging
 import math
 import time

@@ -61,7 +61,7 @@ def keep_host_heap_resident() -> bool:
     them every step. glibc serves large allocations with fresh ``mmap``s and unmaps them on free, so each
     step page-faults them in again: in the demo, 109 of 392 CPU-seconds were system time. With ``mmap``
     off, one arena, and the heap trimmed only above 2 GiB of free top, the pages stay mapped after the
-    first step (the demo: 8 s of system time and 21% less wall time; docs/benchmarks.md). The cost is
+    first step (the demo: 8 s of system time instead of 109, 26% less wall time; docs/benchmarks.md). The cost is
     that the process's peak heap is not given back to the OS while it runs. The same as starting the
     process with ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:
     glibc.malloc.arena_max=1``. Call it before JAX starts its runtime (``apply_host_heap``): the malloc
