@@ -4,17 +4,21 @@
   or fine-tuning workdir, or a ``checkpoints/<step>`` dir) with its tokenizer.
 * :func:`fill_mask`: the ``top_k`` most probable tokens for every ``[MASK]`` of a text, from the MLM
   head (a model without one, e.g. the sentence-embedding MiniLM, is refused with a clear error).
-* :func:`embed`: Sentence-BERT mean pooling, the average of the last hidden states over the real tokens
-  (``[CLS]`` and ``[SEP]`` included), optionally L2-normalised.
-* :class:`NearestNeighbours`: exact cosine-similarity search with ``faiss`` (``IndexFlatIP`` over
-  L2-normalised vectors).
+* :func:`embed`: sentence vectors, the last hidden states pooled over the real tokens by one of
+  Sentence-BERT's poolings (``cls``, ``mean`` (the default), ``max``; :mod:`bert_jax.pooling`),
+  optionally L2-normalised.
+* :class:`NearestNeighbours`: ``faiss`` search by cosine similarity, inner product or L2 distance, over an
+  exact (``flat``), graph (``hnsw``) or inverted-file (``ivf``) index, saved to and loaded from a file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
+import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,7 @@ from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import finetune, hf
 from bert_jax.config import ModelConfig
 from bert_jax.model import BertForPreTraining, BertModel
+from bert_jax.pooling import POOLINGS, pool
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.finetune import local_text
 
@@ -152,33 +157,40 @@ def fill_mask(model: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
     return results
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _mean_pooled(cfg: ModelConfig, params, batch) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _pooled(cfg: ModelConfig, pooling: str, params, batch) -> jax.Array:
     hidden, _ = BertModel(cfg).apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                                      batch["sequence_ids"], batch["position_ids"])
-    mask = batch["input_mask"][..., None].astype(jnp.float32)
-    return jnp.sum(hidden.astype(jnp.float32) * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+    return pool(hidden, batch["input_mask"], pooling)
 
 
-def embed(model: LoadedModel, texts: Sequence[str], *, batch_size: int = 64, max_seq_length: int = 256,
-          normalize: bool = False) -> np.ndarray:
-    """Sentence embeddings: the mean of the last hidden states over each text's real tokens.
+def embed(model: LoadedModel, texts: Sequence[str], *, pooling: str = "mean", batch_size: int = 64,
+          max_seq_length: int = 256, normalize: bool = False) -> np.ndarray:
+    """Sentence embeddings: the last hidden states pooled over each text's real tokens.
 
     Args:
       model: any encoder.
       texts: the sentences.
+      pooling: ``"mean"`` (all-MiniLM-L6-v2 and most Sentence-BERT models were trained with it), ``"cls"``
+        (the ``[CLS]`` token's last hidden state) or ``"max"`` (per-feature maximum); padding never
+        counts (:mod:`bert_jax.pooling`).
       batch_size: texts per forward pass.
       max_seq_length: longer texts are cut (with a warning).
       normalize: L2-normalise each vector (as Sentence-BERT's all-MiniLM-L6-v2 does).
 
     Returns:
       float32 ``[len(texts), hidden_size]``.
+
+    Raises:
+      ValueError: for an unknown ``pooling``.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
     max_seq_length = min(max_seq_length, model.model_config.max_position_embeddings)
     chunks = []
     for start in range(0, len(texts), batch_size):
         batch = encode_texts(model.tokenizer, texts[start:start + batch_size], max_seq_length)
-        chunks.append(np.asarray(_mean_pooled(model.model_config, model.params["bert"], batch)))
+        chunks.append(np.asarray(_pooled(model.model_config, pooling, model.params["bert"], batch)))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, model.model_config.hidden_size), np.float32)
     return l2_normalize(vectors) if normalize else vectors
 
@@ -189,31 +201,169 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-class NearestNeighbours:
-    """Exact cosine-similarity search over a fixed set of vectors (``faiss.IndexFlatIP`` on unit vectors)."""
+METRICS = ("cosine", "ip", "l2")
+# Each index kind's parameters and their defaults (faiss's names: M, efConstruction, efSearch, nlist, nprobe).
+# ivf's nlist=0 means round(sqrt(N)) lists for N corpus vectors.
+INDEX_PARAMS = {"flat": {}, "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 64},
+                "ivf": {"nlist": 0, "nprobe": 4}}
+INDEXES = tuple(INDEX_PARAMS)
 
-    def __init__(self, vectors: np.ndarray):
-        """Args:
-          vectors: float ``[N, D]`` corpus embeddings (normalised here).
+
+def parse_index_params(text: str) -> dict[str, int]:
+    """``"m=32,ef_search=64"`` -> ``{"m": 32, "ef_search": 64}`` (integer values; ``""`` -> ``{}``).
+
+    Raises:
+      ValueError: naming the item that is not ``name=integer``.
+    """
+    params = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            params[name.strip()] = int(value)
+        except ValueError:
+            raise ValueError(f"index parameter {item!r}: expected name=integer, e.g. ef_search=64") from None
+    return params
+
+
+class NearestNeighbours:
+    """Nearest-neighbour search over a fixed set of vectors with faiss, optionally with their texts.
+
+    Index kinds (``index=``): ``"flat"``, exact (``IndexFlatIP`` / ``IndexFlatL2``); ``"hnsw"``, a
+    navigable small-world graph (``IndexHNSWFlat``; ``m`` links per node, ``ef_construction``,
+    ``ef_search`` candidates); ``"ivf"``, an inverted file (``IndexIVFFlat``) whose ``nlist`` k-means
+    centroids are trained on the corpus vectors themselves and whose search visits ``nprobe`` lists.
+    Metrics (``metric=``): ``"cosine"`` (inner product of L2-normalised corpus and query vectors),
+    ``"ip"`` (raw inner product) and ``"l2"`` (squared Euclidean distance, smallest first).
+
+    Attributes:
+      kind: the index kind.
+      metric: the metric.
+      params: the kind's parameters as used (defaults filled in, ivf's ``nlist`` resolved).
+      texts: the corpus texts (row ``i`` is vector ``i``), or None.
+      info: free JSON-able metadata saved with the index (e.g. the model and pooling that made the vectors).
+      index: the faiss index.
+    """
+
+    def __init__(self, vectors: np.ndarray, texts: Sequence[str] | None = None, *, index: str = "flat",
+                 metric: str = "cosine", info: dict[str, Any] | None = None, **params: int):
+        """Builds the index over ``vectors``.
+
+        Args:
+          vectors: float ``[N, D]`` corpus embeddings.
+          texts: ``N`` texts, one per vector, kept (and saved) for printing results.
+          index: one of :data:`INDEXES`.
+          metric: one of :data:`METRICS`.
+          info: metadata to keep with the index.
+          **params: the kind's parameters (:data:`INDEX_PARAMS`), e.g. ``ef_search=128`` or ``nlist=16``.
+
+        Raises:
+          ValueError: for an unknown kind, metric or parameter, texts that do not match the vectors, or an
+            ivf index with fewer corpus vectors than ``nlist``.
         """
-        vectors = l2_normalize(vectors)
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        vectors = _as_matrix(vectors, "vectors")
+        if index not in INDEX_PARAMS:
+            raise ValueError(f"index={index!r}; expected one of {INDEXES}")
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r}; expected one of {METRICS}")
+        unknown = sorted(set(params) - set(INDEX_PARAMS[index]))
+        if unknown:
+            raise ValueError(f"unknown {index} index parameter(s) {unknown}; expected some of "
+                             f"{sorted(INDEX_PARAMS[index])}")
+        if texts is not None and len(texts) != len(vectors):
+            raise ValueError(f"{len(texts)} texts for {len(vectors)} vectors")
+        self.kind, self.metric, self.info = index, metric, dict(info or {})
+        self.params = {**INDEX_PARAMS[index], **params}
+        self.texts = None if texts is None else list(texts)
+        vectors = self._prepare(vectors)
+        n, dimension = vectors.shape
+        faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        if index == "flat":
+            self.index = faiss.IndexFlatL2(dimension) if metric == "l2" else faiss.IndexFlatIP(dimension)
+        elif index == "hnsw":
+            self.index = faiss.IndexHNSWFlat(dimension, self.params["m"], faiss_metric)
+            self.index.hnsw.efConstruction = self.params["ef_construction"]
+        else:
+            self.params["nlist"] = self.params["nlist"] or max(1, round(math.sqrt(n)))
+            if n < self.params["nlist"]:
+                raise ValueError(f"an ivf index with nlist={self.params['nlist']} lists needs at least that many "
+                                 f"corpus vectors to train its centroids on; got {n}: lower nlist or use "
+                                 "index='flat'")
+            quantizer = faiss.IndexFlatL2(dimension) if metric == "l2" else faiss.IndexFlatIP(dimension)
+            self.index = faiss.IndexIVFFlat(quantizer, dimension, self.params["nlist"], faiss_metric)
+            self.index.train(vectors)
+        self._apply_search_params()
         self.index.add(vectors)
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        return l2_normalize(vectors) if self.metric == "cosine" else np.ascontiguousarray(vectors, np.float32)
+
+    def _apply_search_params(self) -> None:
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = self.params["ef_search"]
+        elif self.kind == "ivf":
+            self.index.nprobe = self.params["nprobe"]
 
     def __len__(self) -> int:
         return self.index.ntotal
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` most similar corpus rows of each query.
+        """The ``k`` nearest corpus rows of each query.
 
         Args:
           queries: float ``[Q, D]``.
           k: neighbours per query (at most the corpus size).
 
         Returns:
-          ``(similarities float32 [Q, k], indices int64 [Q, k])``, most similar first.
+          ``(scores float32 [Q, k], indices int64 [Q, k])``, best first: similarities for ``cosine`` / ``ip``
+          (largest first), squared distances for ``l2`` (smallest first). An approximate index that finds
+          fewer than ``k`` (an ivf search whose ``nprobe`` lists hold fewer) pads with index -1.
+
+        Raises:
+          ValueError: when the queries' width differs from the corpus vectors'.
         """
-        return self.index.search(l2_normalize(queries), min(k, len(self)))
+        queries = _as_matrix(queries, "queries")
+        if queries.shape[1] != self.index.d:
+            raise ValueError(f"queries have {queries.shape[1]} features; the index holds {self.index.d}")
+        return self.index.search(self._prepare(queries), min(k, len(self)))
+
+    def save(self, path: str) -> None:
+        """Writes the faiss index to ``path`` and its settings, ``info`` and texts to ``path + ".json"``."""
+        faiss.write_index(self.index, path)
+        sidecar = {"index": self.kind, "metric": self.metric, "params": self.params, "size": len(self),
+                   "info": self.info, "texts": self.texts}
+        with open(path + ".json", "w", encoding="utf-8") as f:
+            json.dump(sidecar, f, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, path: str) -> NearestNeighbours:
+        """An index saved by :meth:`save`.
+
+        Raises:
+          FileNotFoundError: when the index or its ``.json`` sidecar is missing.
+          ValueError: when they do not belong together.
+        """
+        for name in (path, path + ".json"):
+            if not os.path.isfile(name):
+                raise FileNotFoundError(f"{name}: no such file (NearestNeighbours.save writes the index and "
+                                        "its .json sidecar)")
+        with open(path + ".json", encoding="utf-8") as f:
+            sidecar = json.load(f)
+        self = cls.__new__(cls)
+        self.kind, self.metric, self.params = sidecar["index"], sidecar["metric"], sidecar["params"]
+        self.info, self.texts = sidecar["info"], sidecar["texts"]
+        self.index = faiss.read_index(path)
+        if self.index.ntotal != sidecar["size"] or (self.texts is not None and len(self.texts) != sidecar["size"]):
+            raise ValueError(f"{path} holds {self.index.ntotal} vectors but {path}.json describes "
+                             f"{sidecar['size']} (and {len(self.texts or [])} texts)")
+        self._apply_search_params()
+        return self
+
+
+def _as_matrix(vectors: np.ndarray, name: str) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim != 2 or not vectors.size:
+        raise ValueError(f"{name}: expected a non-empty float [N, D] matrix, got shape {vectors.shape}")
+    return vectors
 
 
 def read_sentences(path: str, encoding: str = "utf-8") -> list[str]:

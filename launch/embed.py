@@ -1,11 +1,8 @@
-"""Sentence embeddings (mean pooling) and nearest-neighbour search over a file of sentences.
+"""Sentence embeddings and nearest-neighbour search (faiss) over a file of sentences.
 
-    python -m launch.embed --init_from=DIR --input=sentences.txt --output=embeddings.npy
-    python -m launch.embed --init_from=DIR --input=sentences.txt --query="a charming, funny film" --k=5
-
-``--input``: one sentence a line (``.txt``; fastText ``__label__`` prefixes are dropped), or ``.tsv`` /
-``.jsonl`` with a ``text`` column. ``--output`` saves the float32 ``[N, hidden]`` matrix (``.npy``);
-each ``--query`` prints its ``--k`` most similar sentences by cosine similarity (faiss).
+    python -m launch.embed --init_from=DIR --input=sentences.txt --output=embeddings.npy [--pooling=max]
+    python -m launch.embed --init_from=DIR --input=sentences.txt --query="a charming, funny film" --k=5 \
+        [--index=hnsw --index_params=m=32,ef_search=64] [--save_index=FILE] (later: --load_index=FILE)
 """
 
 from __future__ import annotations
@@ -15,36 +12,47 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from bert_jax import inference, logs
+from bert_jax import inference, logs, pooling
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Model directory (Hugging Face or a workdir).", required=True)
-_INPUT = flags.DEFINE_string("input", None, "File of sentences.", required=True)
+_INPUT = flags.DEFINE_string("input", None, "Sentences: .txt one a line, .tsv, .jsonl (or --load_index).")
 _ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of --input (gensim's polarity file: cp1252).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to save the embeddings (.npy).")
 _NORMALIZE = flags.DEFINE_boolean("normalize", False, "L2-normalise the saved embeddings.")
+_POOLING = flags.DEFINE_enum("pooling", "mean", pooling.POOLINGS, "Sentence vector (a loaded index keeps its own).")
 _QUERY = flags.DEFINE_multi_string("query", [], "Sentence to search for (repeat the flag for more).")
 _K = flags.DEFINE_integer("k", 5, "Neighbours per query.")
+_INDEX = flags.DEFINE_enum("index", "flat", inference.INDEXES, "flat (exact), hnsw or ivf (approximate).")
+_METRIC = flags.DEFINE_enum("metric", "cosine", inference.METRICS, "Similarity of the search.")
+_INDEX_PARAMS = flags.DEFINE_string("index_params", "", "e.g. m=32,ef_search=64 (hnsw), nlist=16,nprobe=4 (ivf).")
+_SAVE_INDEX = flags.DEFINE_string("save_index", None, "Write the index here (and its sentences to FILE.json).")
+_LOAD_INDEX = flags.DEFINE_string("load_index", None, "Search an index saved with --save_index (no --input).")
+flags.mark_flags_as_mutual_exclusive(["input", "load_index"], required=True)
 
 
-def main(argv):
-    del argv
+def main(unused_argv):
     logs.setup_logging()
     try:
         model = inference.load_model(_INIT_FROM.value)
-        sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
+        index = inference.NearestNeighbours.load(_LOAD_INDEX.value) if _LOAD_INDEX.value else None
+        if index is None:
+            sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
+            vectors = inference.embed(model, sentences, pooling=_POOLING.value, normalize=_NORMALIZE.value)
+            if _OUTPUT.value:
+                np.save(_OUTPUT.value, vectors)
+                print(f"saved {vectors.shape[0]} embeddings of size {vectors.shape[1]} to {_OUTPUT.value}")
+        if index is None and (_QUERY.value or _SAVE_INDEX.value):
+            index = inference.NearestNeighbours(vectors, sentences, index=_INDEX.value, metric=_METRIC.value,
+                                                info={"pooling": _POOLING.value},
+                                                **inference.parse_index_params(_INDEX_PARAMS.value))
+        if _SAVE_INDEX.value:
+            index.save(_SAVE_INDEX.value)  # Its sentences and pooling go to FILE.json.
+        queries = inference.embed(model, _QUERY.value, pooling=index.info.get("pooling", _POOLING.value)) \
+            if _QUERY.value else []  # pooled as the corpus was
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"embed failed: {error}")
-    vectors = inference.embed(model, sentences, normalize=_NORMALIZE.value)
-    if _OUTPUT.value:
-        np.save(_OUTPUT.value, vectors)
-        print(f"saved {vectors.shape[0]} embeddings of size {vectors.shape[1]} to {_OUTPUT.value}")
-    if _QUERY.value:
-        index = inference.NearestNeighbours(vectors)
-        scores, indices = index.search(inference.embed(model, _QUERY.value), _K.value)
-        for query, row_scores, row_indices in zip(_QUERY.value, scores, indices):
-            print(query)
-            for score, i in zip(row_scores, row_indices):
-                print(f"  {score:.4f}  [{i}] {sentences[i]}")
+    for query, scores, indices in zip(_QUERY.value, *index.search(queries, _K.value)) if _QUERY.value else ():
+        print(query + "".join(f"\n  {s:.4f}  [{i}] {index.texts[i]}" for s, i in zip(scores, indices) if i >= 0))
 
 
 if __name__ == "__main__":

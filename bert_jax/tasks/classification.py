@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from bert_jax.config import ModelConfig
 from bert_jax.model import CLASSES, EMBED, BertModel, encode_batch
+from bert_jax.pooling import mean_pooling as mean_over_tokens  # Sentence-BERT mean pooling, float32 [B, H]
 from bert_jax.tasks.base import Metrics, Task, classification_sums, real_examples, safe_divide
 from data_pipelines import batch as batch_lib
 
@@ -59,12 +60,6 @@ class FinetuneTask(Task):
 
 
 POOLINGS = ("cls", "mean")
-
-
-def mean_over_tokens(sequence: Array, input_mask: Array) -> Array:
-    """Sentence-BERT pooling: the mean of ``sequence [B, S, H]`` over the real tokens -> ``[B, H]``."""
-    mask = input_mask[..., None].astype(sequence.dtype)
-    return jnp.sum(sequence * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
 
 
 class PooledClassifier(nn.Module):
