@@ -18,7 +18,7 @@ _INIT_FROM = flags.DEFINE_string("init_from", None, "Model directory (Hugging Fa
 _INPUT = flags.DEFINE_string("input", None, "Sentences: .txt one a line, .tsv, .jsonl (or --load_index).")
 _ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of --input (gensim's polarity file: cp1252).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to save the embeddings (.npy).")
-_NORMALIZE = flags.DEFINE_boolean("normalize", False, "L2-normalise the saved embeddings.")
+_NORMALIZE = flags.DEFINE_boolean("normalize", False, "L2-normalise the embeddings (saved and indexed).")
 _POOLING = flags.DEFINE_enum("pooling", "mean", pooling.POOLINGS, "Sentence vector (a loaded index keeps its own).")
 _QUERY = flags.DEFINE_multi_string("query", [], "Sentence to search for (repeat the flag for more).")
 _K = flags.DEFINE_integer("k", 5, "Neighbours per query.")
@@ -43,12 +43,11 @@ def main(unused_argv):
                 print(f"saved {vectors.shape[0]} embeddings of size {vectors.shape[1]} to {_OUTPUT.value}")
         if index is None and (_QUERY.value or _SAVE_INDEX.value):
             index = inference.NearestNeighbours(vectors, sentences, index=_INDEX.value, metric=_METRIC.value,
-                                                info={"pooling": _POOLING.value},
+                                                info={"pooling": _POOLING.value, "normalize": _NORMALIZE.value},
                                                 **inference.parse_index_params(_INDEX_PARAMS.value))
         if _SAVE_INDEX.value:
-            index.save(_SAVE_INDEX.value)  # Its sentences and pooling go to FILE.json.
-        queries = inference.embed(model, _QUERY.value, pooling=index.info.get("pooling", _POOLING.value)) \
-            if _QUERY.value else []  # pooled as the corpus was
+            index.save(_SAVE_INDEX.value)  # Its sentences, pooling and normalize go to FILE.json.
+        queries = inference.embed(model, _QUERY.value, **index.info) if _QUERY.value else []  # as the corpus
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"embed failed: {error}")
     for query, scores, indices in zip(_QUERY.value, *index.search(queries, _K.value)) if _QUERY.value else ():

@@ -222,7 +222,7 @@ def test_embed_command_saves_embeddings_and_an_index_and_searches_it(polarity_se
     assert first_hit.strip().startswith("1.0000  [3]"), printed
     index = inference.NearestNeighbours.load(str(saved))
     assert (index.kind, index.params["m"], index.texts, index.info) == ("hnsw", 8, polarity_sentences[:20],
-                                                                        {"pooling": "mean"})
+                                                                        {"pooling": "mean", "normalize": False})
     reloaded = _command("launch.embed", f"--init_from={MINILM}", f"--load_index={saved}",
                         f"--query={polarity_sentences[3]}", "--k=3")
     assert reloaded.splitlines() == printed.splitlines()[1:]
