@@ -69,6 +69,8 @@ def test_clean_wikitext_of_an_article_without_prose_is_empty():
 def test_clean_wikitext_drops_lines_with_unbalanced_markup():
     # An unclosed template swallows nothing; the rest of the line is not trusted.
     cleaned = clean_wikitext("Good sentence here.\nBroken {{cite web|title=x and more text.\nLast line.")
+    assert cleaned == "Good sentence here. Last line."  # one paragraph: its lines are joined
+    cleaned = clean_wikitext("Good sentence here.\n\nBroken {{cite web|title=x and more text.\n\nLast line.")
     assert cleaned == "Good sentence here.\nLast line."
 
 
