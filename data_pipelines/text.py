@@ -133,8 +133,9 @@ def clean_wikitext(
     """Turns one article's wikitext into plain prose, paragraphs separated by ``'\\n'``.
 
     Paragraphs are what MediaWiki renders as paragraphs: the lines of wikitext between blank lines
-    (and headings, lists, tables, ``<br>``). A single line break inside a paragraph renders as a
-    space, so those lines are joined with one space: a sentence wrapped over two lines stays one.
+    (and headings, lists, tables, ``<br>``, a line that held only a dropped link). A single line
+    break inside a paragraph renders as a space, so those lines are joined with one space: a
+    sentence wrapped over two lines stays one.
 
     Args:
       wikitext: the ``<text>`` of a MediaWiki revision.

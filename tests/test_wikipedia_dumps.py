@@ -17,7 +17,7 @@ SITEINFO_NAMESPACES = {
 }
 # (title, wikitext, expected clean text): categories, files (local names and the Bulgarian alias
 # "Картинка" that siteinfo does not list) and a paragraph wrapped over several lines. A line that
-# held only a file link ends the paragraph (MediaWiki renders the image as a block).
+# held only a file link ends the paragraph (MediaWiki renders a thumbnail as a block).
 ARTICLES = {
     "bg": ("Календар",
            "'''Календарът''' е система за организиране на дните\nза социални, религиозни и търговски цели.\n"
