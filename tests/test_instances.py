@@ -268,3 +268,22 @@ def test_short_and_empty_documents_are_counted_and_logged(documents, tokenizer, 
     assert "source mini: skipped document 2 (fewer than 2 tokens)" in caplog.text
     with pytest.raises(ValueError, match="at least 2 documents"):
         _maker(texts[:1], tokenizer)
+
+
+def test_loader_config_selects_the_nsp_mode(documents, tokenizer):
+    from data_pipelines import loader as loader_lib
+
+    cfg = loader_lib.default_data_config()
+    assert cfg.nsp_mode == "paper"
+    cfg.max_seq_length, cfg.max_predictions_per_seq, cfg.shuffle_buffer_size = SEQ_LEN, 8, 1
+    articles = [d for d in sorted(documents, key=len) if d.count(". ") >= 2][:3]  # 2+ sentences
+    texts = articles + [f"Only sentence number {n} of its document." for n in range(4)]
+    kwargs = dict(batch_size=4, split="all", seed=0, num_epochs=1, sources=[(texts, 1.0)])
+    cfg.nsp_mode = "fair"
+    with pytest.raises(ValueError, match=r"'nsp_mode' must be one of \('paper', 'balanced'\), got 'fair'"):
+        loader_lib.make_pretraining_loader(cfg, tokenizer, **kwargs)
+    cfg.nsp_mode = "balanced"  # reaches the instance maker: the one-sentence documents make no pair
+    loader = loader_lib.make_pretraining_loader(cfg, tokenizer, **kwargs)
+    labels = np.concatenate([batch["next_sentence_label"] for batch in loader])
+    assert set(labels.tolist()) == {instances.IS_NEXT, instances.NOT_NEXT}
+    assert [reasons.get("a single sentence: no balanced NSP pair") for reasons in loader.skipped_documents().values()] == [4]
