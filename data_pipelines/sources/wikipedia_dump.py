@@ -5,7 +5,9 @@ Spec (``name: 'wikipedia_dump'``):
 =============== =================================================================================
 ``dump_path``    the dump file (``.xml`` or ``.xml.bz2``, multistream is fine); only its file name
                  is needed to *read* a prepared dataset, the file itself only to build one
-``config``       optional dataset config name (default: derived from the dump's file name)
+``config``       optional dataset config name (default: derived from the dump's file name; the
+                 dataset records the dump's fingerprint, so another dump under the same name
+                 rebuilds it or is refused: see ``data_pipelines.sources.fingerprint``)
 ``data_dir``     where the ArrayRecord dataset lives (default ``./data``)
 ``prepare``      ``True``: build it when missing (default ``False``: raise naming the command)
 ``num_workers``  processes that clean wikitext while building (default 1; 0 = all CPU cores)
@@ -14,11 +16,14 @@ Spec (``name: 'wikipedia_dump'``):
 Building streams the dump (``xml.etree.ElementTree.iterparse``, each page and the root's children
 cleared after use), so the parser's memory does not grow with the dump. It keeps namespace-0,
 non-redirect pages, cleans their wikitext with ``data_pipelines.text.clean_wikitext`` (BERT recipe:
-prose only; lists, tables, headings dropped; headings become paragraph boundaries), skips articles
-left empty, and writes one example per article with features ``id`` (int64 page id), ``title`` and
-``text``. A summary (pages seen, redirects, other namespaces, empty, kept) is logged and saved in the
-dataset's ``metadata.json``. TFDS's writer buffers serialized examples in memory up to 1 GB before
-spilling to temporary bucket files, so peak memory stays bounded for any dump size.
+prose only; lists, tables, headings dropped; headings become paragraph boundaries; links into the
+media, file and category namespaces dropped by the names the dump's ``<siteinfo>`` lists), skips
+articles left empty, and writes one example per article with features ``id`` (int64 page id),
+``title`` and ``text``. A summary (pages seen, redirects, other namespaces, empty, kept) is logged
+and saved in the dataset's ``metadata.json``, with the source fingerprint. A file that is not a
+readable dump raises ``DumpFormatError`` naming it (and the XML line) and what was expected. TFDS's
+writer buffers serialized examples in memory up to 1 GB before spilling to temporary bucket files,
+so peak memory stays bounded for any dump size.
 """
 
 from __future__ import annotations
