@@ -25,6 +25,16 @@ The random span of a "NotNext" pair starts at a uniformly random sentence of ano
 the original; the other document is drawn from the current document's group (see
 :class:`DocumentInstanceMaker`) and is never the current document.
 
+NSP modes (``nsp_mode``):
+  * ``'paper'``: the original recipe above. A chunk of one sentence (a one-sentence document, the last
+    sentence of a document left alone, one sentence longer than the target) cannot be split, so its
+    pair is always NotNext: on short documents about 60% of the pairs are NotNext, not 50%.
+  * ``'balanced'``: every pair's label is a fair coin. A chunk keeps taking sentences until it holds at
+    least two (the target length is exceeded and truncation trims the pair); a single sentence left
+    at the end of a document makes no pair (it is counted; it still serves as other documents'
+    random next segments). NotNext segments still come from other documents only. By Wald's identity
+    the expected NotNext share is exactly 1/2, whatever the document lengths.
+
 Segments for packing (RoBERTa FULL-SENTENCES style, no NSP): a document's tokens cut into pieces of
 at most ``max_seq_length - 2`` tokens, each wrapped as ``[CLS] piece [SEP]``; the loader packs the
 segments of consecutive documents into rows, so a row can span documents (each keeps its own
@@ -47,6 +57,7 @@ from data_pipelines.text import split_sentences
 logger = logging.getLogger(__name__)
 
 _RANDOM_DOCUMENT_TRIES = 10
+NSP_MODES = ("paper", "balanced")
 # NSP labels (the convention of data_pipelines.batch).
 IS_NEXT, NOT_NEXT = 0, 1
 
@@ -168,6 +179,8 @@ def create_nsp_pairs(
     max_seq_length: int,
     short_seq_prob: float,
     random_span: Callable[[np.random.Generator, int], np.ndarray | None],
+    mode: str = "paper",
+    unpaired: list[int] | None = None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int], int]:
     """The original recipe's sentence pairs from one document (see the module docstring).
 
@@ -178,11 +191,17 @@ def create_nsp_pairs(
       short_seq_prob: probability of a shorter target length for this document.
       random_span: ``(rng, target_length) -> tokens`` from another document, or None if no other
         document has tokens.
+      mode: ``'paper'`` (the original) or ``'balanced'`` (every label a fair coin; see the module
+        docstring).
+      unpaired: balanced mode: the index of each final lone sentence that made no pair is appended.
 
     Returns:
       ``(pairs, labels, num_failed)``: truncated ``(tokens_a, tokens_b)`` pairs, their NSP labels, and
       how many random-next pairs were dropped because ``random_span`` found nothing.
     """
+    if mode not in NSP_MODES:
+        raise ValueError(f"nsp_mode must be one of {NSP_MODES}, got {mode!r}")
+    balanced = mode == "balanced"
     max_num_tokens = max_seq_length - 3
     if max_num_tokens < 2:
         raise ValueError(f"max_seq_length must be at least 5 for sentence pairs, got {max_seq_length}")
@@ -198,7 +217,12 @@ def create_nsp_pairs(
     while i < len(sentences):
         chunk.append(sentences[i])
         chunk_length += sentences[i].size
-        if i == len(sentences) - 1 or chunk_length >= target_length:
+        last = i == len(sentences) - 1
+        if last or (chunk_length >= target_length and (len(chunk) >= 2 or not balanced)):
+            if balanced and len(chunk) == 1:  # a lone final sentence: no IsNext possible, no pair
+                if unpaired is not None:
+                    unpaired.append(i)
+                break
             a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
             tokens_a = np.concatenate(chunk[:a_end])
             if len(chunk) == 1 or rng.random() < 0.5:
@@ -320,6 +344,7 @@ class DocumentInstanceMaker:
         min_document_tokens: int = 2,
         whole_sentences: bool = False,
         source_name: str = "documents",
+        nsp_mode: str = "paper",
     ):
         """Stores the settings.
 
@@ -332,10 +357,14 @@ class DocumentInstanceMaker:
           min_document_tokens: documents with fewer tokens are skipped (counted and logged).
           whole_sentences: segments only: see :func:`create_segments`.
           source_name: for log messages.
+          nsp_mode: NSP only: ``'paper'`` or ``'balanced'`` (see the module docstring).
 
         Raises:
-          ValueError: NSP over fewer than two documents (no other document for random spans).
+          ValueError: NSP over fewer than two documents (no other document for random spans), or an
+            unknown ``nsp_mode``.
         """
+        if nsp_mode not in NSP_MODES:
+            raise ValueError(f"source {source_name!r}: nsp_mode must be one of {NSP_MODES}, got {nsp_mode!r}")
         if nsp and len(documents) < 2:
             raise ValueError(
                 f"source {source_name!r}: NSP needs at least 2 documents per process shard to draw "
@@ -348,6 +377,7 @@ class DocumentInstanceMaker:
         self.short_seq_prob = float(short_seq_prob)
         self.min_document_tokens = int(min_document_tokens)
         self.whole_sentences = bool(whole_sentences)
+        self.nsp_mode = nsp_mode
         self.skip_log = SkipLog(source_name)
 
     def document_sentences(self, index: int) -> list[np.ndarray] | None:
@@ -390,6 +420,7 @@ class DocumentInstanceMaker:
             if not others:  # every other document of the group is empty: read one from the shard
                 other = self._random_shard_document(rng, int(index))
                 others = [] if other is None else [other]
+            unpaired: list[int] = []
             pairs, labels, num_failed = create_nsp_pairs(
                 sentences,
                 rng,
@@ -398,7 +429,11 @@ class DocumentInstanceMaker:
                 random_span=lambda r, target, o=others: (
                     random_span(o[int(r.integers(0, len(o)))], r, target) if o else None
                 ),
+                mode=self.nsp_mode,
+                unpaired=unpaired,
             )
+            if unpaired and not pairs:  # a one-sentence document (balanced mode): nothing to learn NSP on
+                self.skip_log.record(int(index), "a single sentence: no balanced NSP pair")
             if num_failed:
                 self.skip_log.record(int(index), f"{num_failed} pairs without a random next segment")
             tokenizer = self.tokenizer

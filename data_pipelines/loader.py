@@ -42,7 +42,7 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-from data_pipelines.instances import DocumentInstanceMaker, pad_rows
+from data_pipelines.instances import NSP_MODES, DocumentInstanceMaker, pad_rows
 from data_pipelines.masking import NO_LABEL, TokenMasker
 
 MASKING_MODES = ("dynamic", "static")
@@ -72,6 +72,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.short_seq_prob = 0.1
     # True: sentence pairs with next-sentence labels (original BERT). Excludes packing.
     c.nsp = True
+    # NSP labels: "paper" (original: a one-sentence chunk is always NotNext, ~60% NotNext on short
+    # documents) or "balanced" (a fair coin per pair, 50%; lone final sentences make no pair).
+    c.nsp_mode = "paper"
     # True (with nsp False): pack "[CLS] piece [SEP]" pieces of several documents per row (no NSP).
     c.packing = False
     # Packing: rows packed together by Grain's first-fit packer (0 = the per-process batch size).
@@ -113,6 +116,7 @@ class _Settings:
     masked_lm_prob: float
     short_seq_prob: float
     nsp: bool
+    nsp_mode: str
     packing: bool
     packing_bins: int
     whole_sentences: bool
@@ -153,6 +157,8 @@ class _Settings:
                 raise ValueError(f"data config source {spec}: 'weight' must be > 0")
         if self.nsp and self.packing:
             raise ValueError("data config: 'nsp' and 'packing' exclude each other (packed rows carry no pairs)")
+        if self.nsp_mode not in NSP_MODES:
+            raise ValueError(f"data config 'nsp_mode' must be one of {NSP_MODES}, got {self.nsp_mode!r}")
         if self.masking not in MASKING_MODES:
             raise ValueError(f"data config 'masking' must be one of {MASKING_MODES}, got {self.masking!r}")
         if self.masking == "static" and self.dupe_factor < 1:
@@ -528,7 +534,7 @@ def _maker(source, settings: _Settings, tokenizer, process_index: int, process_c
     return DocumentInstanceMaker(
         shard, tokenizer, max_seq_length=settings.max_seq_length, nsp=settings.nsp,
         short_seq_prob=settings.short_seq_prob, min_document_tokens=settings.min_document_tokens,
-        whole_sentences=settings.whole_sentences, source_name=shard.name,
+        whole_sentences=settings.whole_sentences, source_name=shard.name, nsp_mode=settings.nsp_mode,
     )
 
 

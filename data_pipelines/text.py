@@ -18,6 +18,7 @@ apparatus (References, External links, See also, ...) are dropped whole.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 
 import mwparserfromhell
 from mwparserfromhell import nodes as wiki_nodes
@@ -47,6 +48,9 @@ def normalize_document(text: str) -> str:
 # Wikitext -> plain text
 # ---------------------------------------------------------------------------------------------
 
+# Bumped whenever clean_wikitext's output changes: part of a prepared dump's fingerprint.
+CLEANING_VERSION = 2
+
 # Tags whose whole content is dropped (not prose, or prose we cannot render faithfully).
 _DROPPED_TAGS = frozenset({
     "ref", "references", "table", "math", "chem", "ce", "gallery", "timeline", "imagemap", "score",
@@ -55,8 +59,16 @@ _DROPPED_TAGS = frozenset({
 })
 # Wiki markup characters that open a list item (bullet, numbered, definition term/description).
 _LIST_MARKUP = frozenset({"*", "#", ";", ":"})
-# Link namespaces whose links are not inline text (media, categories).
-_DROPPED_LINK_NAMESPACES = frozenset({"file", "image", "media", "category"})
+# Namespaces whose links are not inline text: Media (-2), File (6), Category (14), by number.
+DROPPED_NAMESPACE_KEYS = (-2, 6, 14)
+# Their canonical (English) names and aliases, valid on every wiki whatever its language.
+CANONICAL_DROPPED_NAMESPACES = frozenset({"media", "file", "image", "category"})
+# A link target after a namespace prefix that names a media file (``Usmivka.png``): dropped even
+# when the prefix is a local alias the dump's siteinfo does not list (Bulgarian ``Картинка:``).
+_MEDIA_FILE_NAME = re.compile(
+    r"\.(?:png|jpe?g|gif|svg|tiff?|webp|xcf|bmp|djvu|pdf|ogg|ogv|oga|opus|webm|mp3|mp4|wav|flac|"
+    r"midi?|stl)\s*$", re.IGNORECASE
+)
 # Interlanguage links ``[[de:Foo]]`` (language code, optional variant) -- dropped.
 _INTERLANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}(-[a-z0-9]+)*$")
 # Section headings after which the section is apparatus rather than article prose.
@@ -88,16 +100,50 @@ _PLAIN_TEMPLATE = re.compile(
     r"\{\{(?!\s*(?:" + "|".join(_PROSE_TEMPLATES) + r")\s*\|)[^{}]*\}\}", re.IGNORECASE
 )
 # Residual markup that mwparserfromhell left as text (unbalanced templates/tables/links/tags).
+# A blank (or whitespace-only) line: MediaWiki's paragraph break. Block markup renders as one too.
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
+_BLOCK_BREAK = "\n\n"
 _RESIDUAL_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<\s*/?\s*ref\b", re.IGNORECASE)
 
 
-def clean_wikitext(wikitext: str, *, prestrip: bool = True) -> str:
+def dropped_link_namespaces(namespaces: Mapping[int, Iterable[str]] | None = None) -> frozenset[str]:
+    """The link prefixes (lower case) whose links are dropped: media, files and categories.
+
+    Args:
+      namespaces: a dump's ``<siteinfo><namespaces>``, namespace number -> its names (see
+        ``data_pipelines.sources.wikipedia_dump.read_namespaces``); None: English names only.
+
+    Returns:
+      The canonical English names plus the wiki's own names for namespaces -2, 6 and 14 (e.g.
+      ``'категория'``, ``'файл'`` in Bulgarian; ``'분류'``, ``'파일'`` in Korean).
+    """
+    local = (name for key in DROPPED_NAMESPACE_KEYS for name in (namespaces or {}).get(key, ()))
+    return CANONICAL_DROPPED_NAMESPACES | {_namespace_key(name) for name in local if name.strip()}
+
+
+def _namespace_key(prefix: str) -> str:
+    """How a namespace prefix is compared: case-folded, ``_`` as space, one space between words."""
+    return " ".join(prefix.replace("_", " ").split()).casefold()
+
+
+def clean_wikitext(
+    wikitext: str, *, prestrip: bool = True,
+    dropped_namespaces: frozenset[str] = CANONICAL_DROPPED_NAMESPACES,
+) -> str:
     """Turns one article's wikitext into plain prose, paragraphs separated by ``'\\n'``.
+
+    Paragraphs are what MediaWiki renders as paragraphs: the lines of wikitext between blank lines
+    (and headings, lists, tables, ``<br>``, a line that held only a dropped link). A single line
+    break inside a paragraph renders as a space, so those lines are joined with one space: a
+    sentence wrapped over two lines stays one.
 
     Args:
       wikitext: the ``<text>`` of a MediaWiki revision.
       prestrip: first remove ``<ref>``s, comments and innermost non-prose templates with regular
         expressions (same result as leaving them to the parser, 2-3x faster).
+      dropped_namespaces: link prefixes (see :func:`dropped_link_namespaces`) whose links are
+        dropped; the default knows the English names only. Links whose target after any prefix is a
+        media file name (``X:Name.png``) are dropped too.
 
     Returns:
       The normalised plain text (see ``normalize_document``); ``''`` if the article has no prose
@@ -107,11 +153,15 @@ def clean_wikitext(wikitext: str, *, prestrip: bool = True) -> str:
     if prestrip:
         wikitext = _strip_before_parsing(wikitext)
     code = mwparserfromhell.parse(wikitext, skip_style_tags=True)
-    rendered = _render_top_level(code.nodes)
+    rendered = _render_top_level(code.nodes, dropped_namespaces)
     rendered = _MAGIC_WORD.sub("", rendered)
     rendered = _STYLE_QUOTES.sub("", rendered)
+    paragraphs = (  # a line with unbalanced markup is dropped before its paragraph is joined
+        " ".join(line for line in block.split("\n") if not _RESIDUAL_MARKUP.search(line))
+        for block in _PARAGRAPH_BREAK.split(rendered)
+    )
     lines = []
-    for line in normalize_document(rendered).split("\n"):
+    for line in normalize_document("\n".join(paragraphs)).split("\n"):
         line = _DANGLING_PAREN_PUNCT.sub("(", _EMPTY_PARENS.sub("", line))
         line = _WHITESPACE_RUN.sub(" ", line)
         line = _SPACE_AFTER_OPENING.sub(r"\1", _SPACE_BEFORE_PUNCT.sub(r"\1", line)).strip()
@@ -129,8 +179,12 @@ def _strip_before_parsing(wikitext: str) -> str:
         wikitext = stripped
 
 
-def _render_top_level(node_list: list[wiki_nodes.Node]) -> str:
-    """Renders article-level nodes, dropping list lines and apparatus sections."""
+def _render_top_level(node_list: list[wiki_nodes.Node], drop: frozenset[str]) -> str:
+    """Renders article-level nodes, dropping list lines and apparatus sections.
+
+    Headings and list lines end the paragraph before them (they render as blocks), so they
+    leave :data:`_BLOCK_BREAK` behind; ``drop`` is the link prefixes dropped.
+    """
     parts: list[str] = []
     skipping_list_line = False
     dropped_section_level = 0  # > 0 while inside a dropped section of this heading level
@@ -139,72 +193,74 @@ def _render_top_level(node_list: list[wiki_nodes.Node]) -> str:
             skipping_list_line = False
             if dropped_section_level and node.level > dropped_section_level:
                 continue  # a subsection of a dropped section
-            title = normalize_document(_render(node.title.nodes)).lower()
+            title = normalize_document(_render(node.title.nodes, drop)).lower()
             dropped_section_level = node.level if title in _DROPPED_SECTIONS else 0
-            parts.append("\n")
+            parts.append(_BLOCK_BREAK)
             continue
         if dropped_section_level:
             continue
         if skipping_list_line:
             if isinstance(node, wiki_nodes.Text) and "\n" in node.value:
-                parts.append(node.value[node.value.index("\n"):])
+                parts.append(_BLOCK_BREAK + node.value[node.value.index("\n") + 1:])
                 skipping_list_line = False
             continue
         if isinstance(node, wiki_nodes.Tag) and node.wiki_markup in _LIST_MARKUP:
+            parts.append(_BLOCK_BREAK)
             skipping_list_line = True
             continue
-        parts.append(_render_node(node))
+        parts.append(_render_node(node, drop))
     return "".join(parts)
 
 
-def _render(node_list: list[wiki_nodes.Node]) -> str:
-    return "".join(_render_node(node) for node in node_list)
+def _render(node_list: list[wiki_nodes.Node], drop: frozenset[str]) -> str:
+    return "".join(_render_node(node, drop) for node in node_list)
 
 
-def _render_node(node: wiki_nodes.Node) -> str:
+def _render_node(node: wiki_nodes.Node, drop: frozenset[str]) -> str:
     """Visible prose of one node (recursively); ``''`` for markup that carries no prose."""
     if isinstance(node, wiki_nodes.Text):
         return node.value
     if isinstance(node, wiki_nodes.Wikilink):
-        return _render_wikilink(node)
+        return _render_wikilink(node, drop)
     if isinstance(node, wiki_nodes.Tag):
         tag = str(node.tag).strip().lower()
         if tag in _DROPPED_TAGS or node.wiki_markup in _LIST_MARKUP:
             return ""
         if tag == "br":
-            return "\n"
-        return _render(node.contents.nodes) if node.contents is not None else ""
+            return _BLOCK_BREAK
+        return _render(node.contents.nodes, drop) if node.contents is not None else ""
     if isinstance(node, wiki_nodes.HTMLEntity):
         return node.normalize()
     if isinstance(node, wiki_nodes.ExternalLink):
-        return _render(node.title.nodes) if node.title is not None else ""
+        return _render(node.title.nodes, drop) if node.title is not None else ""
     if isinstance(node, wiki_nodes.Template):
-        return _render_template(node)
+        return _render_template(node, drop)
     if isinstance(node, wiki_nodes.Heading):
-        return "\n"
+        return _BLOCK_BREAK
     return ""  # Comment, Argument
 
 
-def _render_wikilink(link: wiki_nodes.Wikilink) -> str:
+def _render_wikilink(link: wiki_nodes.Wikilink, drop: frozenset[str]) -> str:
     target = str(link.title).strip()
     inline = target.startswith(":")  # [[:Category:X]] is an inline link, not a categorisation
     target = target.lstrip(":")
     if ":" in target and not inline:
-        prefix = target.split(":", 1)[0].strip().lower()
-        if prefix in _DROPPED_LINK_NAMESPACES or _INTERLANGUAGE_PREFIX.match(prefix):
+        prefix, name = target.split(":", 1)
+        prefix = _namespace_key(prefix)
+        if prefix in drop or _INTERLANGUAGE_PREFIX.match(prefix) or _MEDIA_FILE_NAME.search(name):
             return ""
     if link.text is not None:
-        return _render(link.text.nodes)
+        return _render(link.text.nodes, drop)
     return target
 
 
-def _render_template(template: wiki_nodes.Template) -> str:
+def _render_template(template: wiki_nodes.Template, drop: frozenset[str]) -> str:
     name = str(template.name).strip().lower()
     wanted = _PROSE_TEMPLATES.get(name)
     if wanted is None:
         return ""
     values = [
-        _render(template.get(key).value.nodes).strip() for key in wanted if template.has(key)
+        _render(template.get(key).value.nodes, drop).strip() for key in wanted if template.has(key)
     ]
     return " ".join(value for value in values if value)
 

@@ -327,8 +327,15 @@ def _read_wordpiece_vocab(vocab_file: str) -> tuple[list[str], dict[str, Any]]:
       ValueError: naming the file and what is wrong (not JSON, not WordPiece, ids not 0..n-1).
     """
     if not vocab_file.endswith(".json"):
-        with open(vocab_file, encoding="utf-8") as f:
-            vocab = [line.rstrip("\n") for line in f]
+        with open(vocab_file, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(_not_utf8_message(vocab_file, raw, e, "a vocab.txt: UTF-8 text, one token a line")) from None
+        vocab = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines
+        if vocab and vocab[-1] == "":
+            vocab.pop()  # the final line break
         return vocab, {"lowercase": _read_wordpiece_config(vocab_file).get("do_lower_case")}
     data = _read_json(vocab_file)
     model = data.get("model") or {}
@@ -348,11 +355,22 @@ def _read_wordpiece_vocab(vocab_file: str) -> tuple[list[str], dict[str, Any]]:
 
 
 def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(_not_utf8_message(path, raw, e, "a tokenizer.json: UTF-8 JSON")) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+
+
+def _not_utf8_message(path: str, raw: bytes, error: UnicodeDecodeError, expected: str) -> str:
+    """One line naming the file, the line and byte of the first invalid byte, and what was expected."""
+    line = raw.count(b"\n", 0, error.start) + 1
+    kind = " (a PNG image)" if raw.startswith(b"\x89PNG") else ""
+    return (f"{path}:{line}: byte {error.start} ({raw[error.start]:#04x}) is not UTF-8{kind}; "
+            f"expected {expected}")
 
 
 def _read_wordpiece_config(vocab_file: str) -> dict:

@@ -179,6 +179,24 @@ def test_glue_malformed_rows_and_unknown_labels(tmp_path):
         glue.read_glue_tsv("ax", "validation", str(tmp_path))
 
 
+@pytest.mark.parametrize("score", ["nan", "NaN", "97.0", "-0.5", "inf"])
+def test_stsb_score_outside_0_to_5_is_refused_with_file_and_line(tmp_path, score):
+    header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+    path = _write(tmp_path / "STS-B" / "train.tsv", _tsv(
+        header,
+        ["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none", "A plane is taking off.", "An air plane is taking off.", "5.000"],
+        ["1", "main-captions", "MSRvid", "2012test", "0004", "none", "none", "A man is playing a large flute.", "A man is playing a flute.", score],
+    ))
+    with pytest.raises(ValueError, match=rf"^{path}:3: STS-B score '{score}' is not a number in \[0, 5\]$"):
+        glue.read_glue_tsv("stsb", "train", str(tmp_path))
+    stats = collections.Counter()
+    examples = glue.read_glue_tsv("stsb", "train", str(tmp_path), on_malformed="skip", stats=stats)
+    assert [e.label for e in examples] == [5.0] and stats == {"rows": 1, "malformed_rows": 1}
+    record = {"idx": 7, "label": np.float32(score), "sentence1": b"a", "sentence2": b"b"}
+    with pytest.raises(ValueError, match=r"^glue/stsb:train:7: STS-B score .* is not a number in \[0, 5\]$"):
+        glue.glue_examples_from_records("stsb", "train", [record])
+
+
 def test_glue_tfds_records_map_to_examples():
     import tensorflow_datasets.text.glue  # noqa: F401  registers the builder the test reads directly
 

@@ -14,7 +14,7 @@ import pytest
 
 from data_pipelines.sources import HeldOutSplit, demo_dump_path, get_source, heldout_mask
 from data_pipelines.sources import books as books_module
-from data_pipelines.sources import wikipedia_dump
+from data_pipelines.sources import fingerprint, wikipedia_dump
 from data_pipelines.text import split_sentences
 
 MARKUP = ("{{", "}}", "[[", "]]", "<ref", "</ref", "{|", "|}", "__NOTOC__")
@@ -226,6 +226,44 @@ def test_books_folder_without_any_document_is_an_error(tmp_path):
     spec = {"name": "books", "books_dir": str(folder), "data_dir": str(tmp_path / "d"), "prepare": True}
     with pytest.raises(ValueError, match="no documents .*only_bad.*binary_files=1.*empty_documents=1"):
         get_source(spec)
+
+
+def test_books_folders_with_the_same_name_or_new_files_are_not_confused(tmp_path):
+    """The dataset is named after the folder; its fingerprint tells v1/corpus from v2/corpus."""
+    v1, v2 = tmp_path / "v1" / "corpus", tmp_path / "v2" / "corpus"
+    v1.mkdir(parents=True)
+    v2.mkdir(parents=True)
+    (v1 / "a.txt").write_text("The first edition of the book.\n")
+    (v2 / "a.txt").write_text("A completely different second corpus.\n")
+    spec = {"name": "books", "data_dir": str(tmp_path / "data")}
+    first = get_source({**spec, "books_dir": str(v1), "prepare": True}, split="all")
+    assert _all_documents(first) == ["The first edition of the book."]
+    with pytest.raises(fingerprint.StaleDatasetError) as error:
+        get_source({**spec, "books_dir": str(v2)}, split="all")
+    message = str(error.value)
+    assert "\n" not in message and f"built from books folder {v1} (1 .txt file, 31 bytes" in message
+    assert f"the source spec names books folder {v2} (1 .txt file, 38 bytes" in message
+    assert f"--books_dir={v2}" in message and "'prepare': True" in message
+    second = get_source({**spec, "books_dir": str(v2), "prepare": True}, split="all")
+    assert _all_documents(second) == ["A completely different second corpus."]
+    (v2 / "b.txt").write_text("A book added later.\n")  # same folder, one file more
+    with pytest.raises(fingerprint.StaleDatasetError, match=r"\(1 .txt file, .* names books folder .*\(2 .txt files"):
+        get_source({**spec, "books_dir": str(v2)}, split="all")
+    third = get_source({**spec, "books_dir": str(v2), "prepare": True}, split="all")
+    assert sorted(_all_documents(third)) == ["A book added later.", "A completely different second corpus."]
+    assert len(get_source({**spec, "books_dir": str(v2)}, split="all")) == 2  # unchanged: reused
+    # A different format of the same folder is another dataset (its own config name), not stale.
+    assert len(get_source({**spec, "books_dir": str(v2), "format": "bert", "prepare": True}, split="all")) == 2
+
+
+def test_sample_corpus_is_built_once_and_reused(sample_corpus):
+    builder = wikipedia_dump.builder_for(sample_corpus.spec)
+    info_file = builder.data_path / "dataset_info.json"
+    before = os.stat(info_file).st_mtime_ns
+    stored = builder.info.metadata[fingerprint.METADATA_KEY]
+    assert stored == builder.source_fingerprint() and stored["source"].startswith(f"dump {os.path.realpath(sample_corpus.dump_path)} (")
+    get_source({**sample_corpus.spec, "prepare": True}, split="all")  # matching fingerprint: no rebuild
+    assert os.stat(info_file).st_mtime_ns == before
 
 
 def test_books_missing_folder_and_unprepared_errors(tmp_path):

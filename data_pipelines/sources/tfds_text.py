@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow_datasets as tfds
 
+from data_pipelines.sources import fingerprint
 from data_pipelines.text import normalize_document
 
 SPEC_FIELDS = frozenset({"dataset", "data_dir", "text_field", "tfds_split", "prepare"})
@@ -95,17 +96,33 @@ def open_prepared(
 
 
 def open_built_source(
-    builder: tfds.core.DatasetBuilder, spec: Mapping, name: str, prepare_command: str
+    builder_for: Callable[[Mapping], tfds.core.DatasetBuilder], spec: Mapping, name: str,
+    prepare_command: str,
 ) -> TfdsTextSource:
     """The ``text`` of every example of one of this repository's builders (built if ``prepare``).
 
+    A prepared dataset is reused only if it was built from the source the spec names (see
+    ``data_pipelines.sources.fingerprint``): otherwise it is rebuilt (``prepare``) or refused.
+
     Args:
-      builder: a builder whose dataset has one ``train`` split with a ``text`` feature.
+      builder_for: ``spec -> builder`` whose dataset has one ``train`` split with a ``text``
+        feature, and whose ``source_fingerprint()`` describes the source it reads (None if absent).
       spec: the source spec (its ``prepare`` field is read).
       name: the source name reported to the loader.
-      prepare_command: quoted in the error when the dataset is missing.
+      prepare_command: quoted in the errors when the dataset is missing or stale.
+
+    Raises:
+      FileNotFoundError: not prepared and ``prepare`` is off.
+      fingerprint.StaleDatasetError: prepared from another source and ``prepare`` is off.
     """
-    open_prepared(builder, prepare=bool(spec.get("prepare", False)), prepare_command=prepare_command)
+    prepare = bool(spec.get("prepare", False))
+    builder = builder_for(spec)
+    if builder.is_prepared() and fingerprint.check_prepared(
+        builder, builder.source_fingerprint(), prepare=prepare, prepare_command=prepare_command
+    ):
+        builder.data_path.rmtree()
+        builder = builder_for(spec)  # a fresh builder: the old one holds the removed dataset's info
+    open_prepared(builder, prepare=prepare, prepare_command=prepare_command)
     return TfdsTextSource(builder.as_data_source(split="train"), name, "text")
 
 

@@ -5,7 +5,9 @@ Spec (``name: 'wikipedia_dump'``):
 =============== =================================================================================
 ``dump_path``    the dump file (``.xml`` or ``.xml.bz2``, multistream is fine); only its file name
                  is needed to *read* a prepared dataset, the file itself only to build one
-``config``       optional dataset config name (default: derived from the dump's file name)
+``config``       optional dataset config name (default: derived from the dump's file name; the
+                 dataset records the dump's fingerprint, so another dump under the same name
+                 rebuilds it or is refused: see ``data_pipelines.sources.fingerprint``)
 ``data_dir``     where the ArrayRecord dataset lives (default ``./data``)
 ``prepare``      ``True``: build it when missing (default ``False``: raise naming the command)
 ``num_workers``  processes that clean wikitext while building (default 1; 0 = all CPU cores)
@@ -14,11 +16,14 @@ Spec (``name: 'wikipedia_dump'``):
 Building streams the dump (``xml.etree.ElementTree.iterparse``, each page and the root's children
 cleared after use), so the parser's memory does not grow with the dump. It keeps namespace-0,
 non-redirect pages, cleans their wikitext with ``data_pipelines.text.clean_wikitext`` (BERT recipe:
-prose only; lists, tables, headings dropped; headings become paragraph boundaries), skips articles
-left empty, and writes one example per article with features ``id`` (int64 page id), ``title`` and
-``text``. A summary (pages seen, redirects, other namespaces, empty, kept) is logged and saved in the
-dataset's ``metadata.json``. TFDS's writer buffers serialized examples in memory up to 1 GB before
-spilling to temporary bucket files, so peak memory stays bounded for any dump size.
+prose only; lists, tables, headings dropped; headings become paragraph boundaries; links into the
+media, file and category namespaces dropped by the names the dump's ``<siteinfo>`` lists), skips
+articles left empty, and writes one example per article with features ``id`` (int64 page id),
+``title`` and ``text``. A summary (pages seen, redirects, other namespaces, empty, kept) is logged
+and saved in the dataset's ``metadata.json``, with the source fingerprint. A file that is not a
+readable dump raises ``DumpFormatError`` naming it (and the XML line) and what was expected. TFDS's
+writer buffers serialized examples in memory up to 1 GB before spilling to temporary bucket files,
+so peak memory stays bounded for any dump size.
 """
 
 from __future__ import annotations
@@ -28,23 +33,25 @@ import collections
 import contextlib
 import concurrent.futures
 import dataclasses
+import functools
 import importlib.util
 import itertools
 import logging
 import multiprocessing
 import os
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_pipelines.sources import fingerprint
 from data_pipelines.sources.tfds_text import (
     DEFAULT_DATA_DIR, TfdsTextSource, open_built_source, safe_config_name,
 )
-from data_pipelines.text import clean_wikitext
+from data_pipelines.text import CLEANING_VERSION, clean_wikitext, dropped_link_namespaces
 
 SPEC_FIELDS = frozenset({"dump_path", "config", "data_dir", "prepare", "num_workers"})
 DEMO_DUMP_RELATIVE_PATH = (
@@ -77,6 +84,72 @@ class DumpSummary:
     kept: int = 0
 
 
+class DumpFormatError(ValueError):
+    """The dump file is not a (complete) MediaWiki XML dump; the message names the file."""
+
+
+def _dump_elements(dump_path: str | os.PathLike) -> Iterator[tuple[str, ElementTree.Element]]:
+    """``iterparse`` events of a dump, with unreadable input turned into :class:`DumpFormatError`.
+
+    Raises:
+      FileNotFoundError: no such file.
+      DumpFormatError: not bzip2 (for ``.bz2``), truncated, not XML, or its root is not
+        ``<mediawiki>``: one line naming the file (and the XML line) and what was expected.
+    """
+    compressed = str(dump_path).endswith(".bz2")
+    expected = ("a MediaWiki pages-articles XML dump" + (" compressed with bzip2" if compressed else "")
+                + " (https://dumps.wikimedia.org/)")
+    with epath.Path(dump_path).open("rb") as raw, (
+            bz2.BZ2File(raw) if compressed else contextlib.nullcontext(raw)) as stream:
+        events = ElementTree.iterparse(stream, events=("start", "end"))
+        try:
+            event, root = next(events)
+            if _local_name(root.tag) != "mediawiki":
+                raise DumpFormatError(f"{dump_path}: root element is <{_local_name(root.tag)}>, not "
+                                      f"<mediawiki>; expected {expected}")
+            yield event, root
+            yield from events
+        except ElementTree.ParseError as error:
+            line = error.position[0]
+            raise DumpFormatError(f"{dump_path}:{line}: not valid XML ({error}); expected {expected}") from None
+        except EOFError as error:  # bz2: the compressed stream ends early
+            raise DumpFormatError(f"{dump_path}: truncated ({error}); expected {expected}") from None
+        except OSError as error:  # bz2: "Invalid data stream"
+            raise DumpFormatError(f"{dump_path}: cannot be decompressed ({error}); expected {expected}") from None
+
+
+def read_namespaces(dump_path: str | os.PathLike) -> dict[int, tuple[str, ...]]:
+    """The namespace names of the wiki a dump comes from, from its ``<siteinfo><namespaces>``.
+
+    Reads only the dump's head (``<siteinfo>`` comes before the first page).
+
+    Args:
+      dump_path: ``.xml`` or ``.xml.bz2`` dump.
+
+    Returns:
+      Namespace number -> its names: the local name (``'Категория'``, ``'분류'``) and, where the
+      ``<namespace>`` element carries one, its ``canonical`` English name. ``{}`` when the dump has
+      no siteinfo (cleaning then knows the English names only).
+
+    Raises:
+      DumpFormatError: see :func:`_dump_elements`.
+    """
+    namespaces: dict[int, tuple[str, ...]] = {}
+    for event, element in _dump_elements(dump_path):
+        name = _local_name(element.tag)
+        if event == "end" and name == "namespace":
+            try:
+                key = int(element.get("key", ""))
+            except ValueError:
+                raise DumpFormatError(f"{dump_path}: <namespace key={element.get('key')!r}> is not an "
+                                      "integer; expected a MediaWiki siteinfo block") from None
+            names = (element.text or "", element.get("canonical") or "")
+            namespaces[key] = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+        if (event == "end" and name == "siteinfo") or (event == "start" and name == "page"):
+            break
+    return namespaces
+
+
 def iter_dump_pages(dump_path: str | os.PathLike) -> Iterator[DumpPage]:
     """Streams every page of a MediaWiki XML dump; memory does not grow with the dump size.
 
@@ -86,25 +159,32 @@ def iter_dump_pages(dump_path: str | os.PathLike) -> Iterator[DumpPage]:
 
     Yields:
       ``DumpPage`` per ``<page>``, in file order, redirects and all namespaces included.
+
+    Raises:
+      DumpFormatError: see :func:`_dump_elements`; also a page whose ``<id>`` is not an integer.
     """
-    compressed = str(dump_path).endswith(".bz2")
-    with epath.Path(dump_path).open("rb") as raw, (
-            bz2.BZ2File(raw) if compressed else contextlib.nullcontext(raw)) as stream:
-        root = None
-        for event, element in ElementTree.iterparse(stream, events=("start", "end")):
-            if root is None:
-                root = element  # <mediawiki>; completed pages stay its children until cleared
-            if event != "end" or _local_name(element.tag) != "page":
-                continue
-            yield DumpPage(
-                page_id=int(element.findtext("{*}id")),
-                title=element.findtext("{*}title") or "",
-                namespace=int(element.findtext("{*}ns") or 0),
-                is_redirect=element.find("{*}redirect") is not None,
-                wikitext=element.findtext("{*}revision/{*}text") or "",
-            )
-            element.clear()
-            root.clear()
+    root = None
+    for event, element in _dump_elements(dump_path):
+        if root is None:
+            root = element  # <mediawiki>; completed pages stay its children until cleared
+        if event != "end" or _local_name(element.tag) != "page":
+            continue
+        title = element.findtext("{*}title") or ""
+        try:
+            page_id, namespace = int(element.findtext("{*}id")), int(element.findtext("{*}ns") or 0)
+        except (TypeError, ValueError):
+            raise DumpFormatError(
+                f"{dump_path}: page {title!r} has <id> {element.findtext('{*}id')!r} and <ns> "
+                f"{element.findtext('{*}ns')!r}; expected integers") from None
+        yield DumpPage(
+            page_id=page_id,
+            title=title,
+            namespace=namespace,
+            is_redirect=element.find("{*}redirect") is not None,
+            wikitext=element.findtext("{*}revision/{*}text") or "",
+        )
+        element.clear()
+        root.clear()
 
 
 def _local_name(tag: str) -> str:
@@ -123,13 +203,17 @@ def cleaned_articles(
         of ``_PAGES_PER_TASK`` pages are in flight, so memory stays bounded.
 
     Yields:
-      Namespace-0, non-redirect pages with non-empty cleaned text, in dump order.
+      Namespace-0, non-redirect pages with non-empty cleaned text, in dump order. Links into the
+      media, file and category namespaces are dropped by the names the dump's siteinfo gives them.
     """
+    clean = functools.partial(
+        clean_wikitext, dropped_namespaces=dropped_link_namespaces(read_namespaces(dump_path))
+    )
     articles = _select_articles(iter_dump_pages(dump_path), summary)
     if num_workers <= 1:
-        cleaned = ((page, clean_wikitext(page.wikitext)) for page in articles)
+        cleaned = ((page, clean(page.wikitext)) for page in articles)
     else:
-        cleaned = _clean_in_processes(articles, num_workers)
+        cleaned = _clean_in_processes(articles, num_workers, clean)
     for page, text in cleaned:
         if text:
             summary.kept += 1
@@ -150,16 +234,16 @@ def _select_articles(pages: Iterable[DumpPage], summary: DumpSummary) -> Iterato
 
 
 def _clean_in_processes(
-    pages: Iterable[DumpPage], num_workers: int
+    pages: Iterable[DumpPage], num_workers: int, clean: Callable[[str], str]
 ) -> Iterator[tuple[DumpPage, str]]:
     context = multiprocessing.get_context("spawn")  # no fork of a threaded TFDS process
     pending: collections.deque = collections.deque()
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
         batches = iter(lambda: list(itertools.islice(pages, _PAGES_PER_TASK)), [])
         for batch in batches:
-            # One task per batch; only the text and data_pipelines.text.clean_wikitext are pickled.
+            # One task per batch; only the texts and the clean_wikitext partial are pickled.
             texts = [page.wikitext for page in batch]
-            pending.append((batch, pool.map(clean_wikitext, texts, chunksize=len(texts))))
+            pending.append((batch, pool.map(clean, texts, chunksize=len(texts))))
             if len(pending) >= 2 * num_workers:
                 done_batch, results = pending.popleft()
                 yield from zip(done_batch, results)
@@ -191,8 +275,16 @@ class WikipediaDumpConfig(tfds.core.BuilderConfig):
 class WikipediaDump(tfds.core.GeneratorBasedBuilder):
     """One example per article of a local Wikipedia XML dump (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Articles cleaned with mwparserfromhell, BERT-recipe prose only."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Articles cleaned with mwparserfromhell, BERT-recipe prose only.",
+        "1.1.0": "Link namespaces from the dump's siteinfo; lines of a paragraph joined; the source "
+                 "fingerprint stored with the dataset.",
+    }
+
+    def source_fingerprint(self) -> dict | None:
+        """What this config's dump is now (see ``data_pipelines.sources.fingerprint``)."""
+        return dump_fingerprint(self.builder_config.dump_path, str(self.VERSION))
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -222,6 +314,7 @@ class WikipediaDump(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, dump_path: str):
         summary = DumpSummary()
+        self.info.metadata[fingerprint.METADATA_KEY] = self.source_fingerprint()
         for page, text in cleaned_articles(dump_path, summary, self.builder_config.num_workers):
             yield page.page_id, {"id": page.page_id, "title": page.title, "text": text}
         self.info.metadata["summary"] = dataclasses.asdict(summary)
@@ -234,6 +327,20 @@ class WikipediaDump(tfds.core.GeneratorBasedBuilder):
         )
         if not summary.kept:
             raise ValueError(f"no articles kept from Wikipedia dump {dump_path!r}: {summary}")
+
+
+def dump_fingerprint(dump_path: str, version: str) -> dict | None:
+    """A dump's path, size, modification time and head/tail SHA-256 (None: no such file here)."""
+    if not dump_path or not epath.Path(dump_path).is_file():
+        return None
+    location = dump_path if "://" in dump_path else str(Path(dump_path).resolve())
+    state = {**fingerprint.file_state(dump_path), "edge_sha256": fingerprint.edge_digest(dump_path)}
+    return fingerprint.make_fingerprint(
+        kind=f"wikipedia_dump {version}", location=location, files={"": state},
+        options={"cleaning": CLEANING_VERSION},
+        description=(f"dump {fingerprint.describe_files(location, [state], '')} "
+                     f"with head/tail sha256 {state['edge_sha256'][:12]}"),
+    )
 
 
 def builder_for(spec: Mapping) -> WikipediaDump:
@@ -261,7 +368,7 @@ def prepare_command(spec: Mapping) -> str:
 
 def open_source(spec: Mapping) -> TfdsTextSource:
     """All articles of the prepared dump dataset a spec names (built first if ``prepare``)."""
-    return open_built_source(builder_for(spec), spec, "wikipedia_dump", prepare_command(spec))
+    return open_built_source(builder_for, spec, "wikipedia_dump", prepare_command(spec))
 
 
 def demo_dump_path() -> str:
