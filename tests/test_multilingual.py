@@ -228,3 +228,110 @@ def test_exported_sentencepiece_matches_transformers_on_korean(tmp_path):
     imported = tok_lib.load_tokenizer(hf_tokenizer_files.find_hf_tokenizer_spec(out))
     for text in texts:
         np.testing.assert_array_equal(imported.encode(text), trained.encode(text))
+
+
+# --- item 7: Korean fill-mask, from a Hugging Face directory and from our own pretraining run --------
+
+KOREAN_MASKED = ["서울은 대한민국의 [MASK] 이다.", "한글은 [MASK] 모음을 모아 음절 단위로 쓴다.",
+                 "김치는 배추와 [MASK] 소금에 절여 [MASK] 버무린 음식이다."]
+
+
+def _assert_fill_mask_equals_pipeline(model_dir: str, ours_source: str, texts, top_k: int = 5) -> None:
+    import transformers
+
+    from bert_jax import inference
+
+    ours = inference.fill_mask(inference.load_model(ours_source), texts, top_k=top_k)
+    pipeline = transformers.pipeline("fill-mask", model=model_dir, tokenizer=model_dir, top_k=top_k, device="cpu")
+    for text, per_mask in zip(texts, ours):
+        reference = pipeline(text)
+        reference = reference if isinstance(reference[0], list) else [reference]
+        assert len(per_mask) == len(reference) == text.count("[MASK]")
+        for candidates, expected in zip(per_mask, reference):
+            assert [c["token_id"] for c in candidates] == [e["token"] for e in expected], text
+            assert [c["token"] for c in candidates] == [e["token_str"].replace(" ", "") for e in expected]
+            np.testing.assert_allclose([c["score"] for c in candidates], [e["score"] for e in expected], atol=1e-5)
+
+
+def test_korean_fill_mask_from_a_cased_hugging_face_bert_equals_transformers(corpus, tmp_path):
+    """A random BertForMaskedLM with a cased Korean vocab.txt stands in for klue/bert-base (which
+    cannot be downloaded here): same layout (vocab.txt, do_lower_case false), same special ids 0..4."""
+    import torch
+    import transformers
+
+    _train(corpus, tmp_path / "vocab", lowercase=False)
+    vocab_file = tmp_path / "vocab" / "vocab.txt"
+    vocab_size = len(vocab_file.read_text(encoding="utf-8").splitlines())
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.5 * torch.randn_like(param))
+    hf_dir = tmp_path / "klue-like"
+    model.save_pretrained(hf_dir)
+    BertTokenizerFast(str(vocab_file), do_lower_case=False).save_pretrained(hf_dir)
+    (hf_dir / "vocab.txt").write_bytes(vocab_file.read_bytes())  # as klue/bert-base carries it
+    _assert_fill_mask_equals_pipeline(str(hf_dir), str(hf_dir), KOREAN_MASKED)
+
+
+def test_korean_corpus_prepare_build_vocab_pretrain_fill_mask(tmp_path):
+    """The Korean prose, as a folder of books, through prepare_data -> build_vocab (uncased keeping
+    Hangul: --lowercase --nostrip_accents) -> 2 pretraining steps of a tiny model -> fill-mask, which
+    equals transformers' pipeline on the exported checkpoint."""
+    import subprocess
+    import sys
+
+    import jax
+
+    from bert_jax import checkpoint, hf, inference, train
+    from configs import demo
+    from data_pipelines.sources import get_source
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    books = tmp_path / "books"
+    books.mkdir()
+    paragraphs = _korean_paragraphs()
+    for i in range(0, len(paragraphs), 12):
+        (books / f"book{i // 12:02d}.txt").write_text("\n".join(paragraphs[i:i + 12]) + "\n", encoding="utf-8")
+    data_dir, vocab_dir = tmp_path / "tfds", tmp_path / "vocab"
+    source = {"name": "books", "books_dir": str(books), "data_dir": str(data_dir)}
+    assert len(get_source({**source, "prepare": True}, split="all")) == len(os.listdir(books))  # = prepare_data
+    command = ["launch.build_vocab", "--source=books", f"--books_dir={books}", f"--data_dir={data_dir}",
+               "--kind=wordpiece", "--vocab_size=1500", "--lowercase", "--nostrip_accents", f"--out_dir={vocab_dir}"]
+    result = subprocess.run([sys.executable, "-m", *command], cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = json.loads(result.stdout.strip().splitlines()[-1])
+    assert spec["lowercase"] is True and spec["strip_accents"] is False
+    built = tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": spec["vocab_file"]})
+    assert built.strip_accents is False and built.unk_id not in built.encode(" ".join(paragraphs[:5])).tolist()
+
+    config = demo.get_config()
+    config.update_from_flattened_dict({
+        "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2, "model.intermediate_size": 64,
+        "model.vocab_size": built.vocab_size, "model.max_position_embeddings": 64,
+        "tokenizer.vocab_file": spec["vocab_file"], "tokenizer.vocab_size": built.vocab_size,
+        "tokenizer.build_if_missing": False, "tokenizer.strip_accents": False,
+        "data.sources": [{**source, "weight": 1.0, "eval_fraction": 0.2}],
+        "data.max_seq_length": 32, "data.max_predictions_per_seq": 5, "data.shuffle_buffer_size": 16,
+        "optimizer.warmup_steps": 1, "optimizer.total_steps": 2,
+        "train.batch_size": 8, "train.num_steps": 2, "train.log_every": 1, "train.eval_every": 2,
+        "train.eval_batches": 1, "train.checkpoint_every": 2, "train.async_checkpoint": False,
+        "train.progress_bar": False,
+    })
+    workdir = tmp_path / "workdir"
+    summary = train.run(config, str(workdir))
+    assert summary["step"] == 2
+    loaded = inference.load_model(str(workdir))
+    assert loaded.tokenizer.strip_accents is False
+    results = inference.fill_mask(loaded, KOREAN_MASKED, top_k=5)
+    assert all(c["token"] != "[UNK]" for per_text in results for per_mask in per_text for c in per_mask)
+    directory, step = checkpoint.find_checkpoint_dir(workdir)
+    params, _ = checkpoint.restore_params_only(
+        directory, step, hf.init_pretraining_params(loaded.model_config, jax.random.key(0)))
+    hf_dir = tmp_path / "exported"
+    hf.export_hf(params, loaded.model_config, hf_dir, vocab_file=spec["vocab_file"])
+    assert json.loads((hf_dir / "tokenizer_config.json").read_text())["strip_accents"] is False
+    _assert_fill_mask_equals_pipeline(str(hf_dir), str(workdir), KOREAN_MASKED)
