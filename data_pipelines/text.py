@@ -285,8 +285,9 @@ def split_sentences(text: str) -> list[str]:
       The sentences, stripped, in order; never empty strings.
     """
     sentences: list[str] = []
+    has_cjk_stops = _CJK_END.search(text) is not None
     for line in text.split("\n"):
-        if _CJK_END.search(line) is None:
+        if not has_cjk_stops:
             _split_line(line, sentences)
             continue
         start = 0
