@@ -257,7 +257,8 @@ class WordPieceTokenizer(Tokenizer):
         missing = [t for t in SPECIAL_TOKENS if t not in token_ids]
         if missing:
             raise ValueError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
-        given = {"lowercase": lowercase, "strip_accents": strip_accents, "tokenize_chinese_chars": tokenize_chinese_chars}
+        given = {"lowercase": lowercase, "strip_accents": strip_accents,
+                 "tokenize_chinese_chars": tokenize_chinese_chars}
         options = dict(NORMALIZER_DEFAULTS)
         for name, value in given.items():
             if name in recorded:

@@ -60,6 +60,10 @@ def main(argv):
                            "limit_alphabet": _LIMIT_ALPHABET}
         tokenizer_spec.update({key: flag.value for key, flag in wordpiece_flags.items() if flag.value is not None})
     else:
+        wordpiece_only = (_STRIP_ACCENTS, _TOKENIZE_CHINESE_CHARS, _LIMIT_ALPHABET)
+        given = [f"--{f.name}" for f in wordpiece_only if f.value is not None]
+        if given:
+            raise app.UsageError(f"{', '.join(given)}: WordPiece only (SentencePiece normalises inside its model)")
         tokenizer_spec.update(model_type=_MODEL_TYPE.value, character_coverage=_CHARACTER_COVERAGE.value)
     trained = vocab_training.build_vocab_from_source(
         source_spec, tokenizer_spec, _OUT_DIR.value, split=_SPLIT.value, max_documents=_MAX_DOCUMENTS.value

@@ -222,7 +222,8 @@ def test_exported_sentencepiece_matches_transformers_on_korean(tmp_path):
                                "서울은 [MASK]이다.", "[CLS] 서울 [SEP] 부산 [SEP]", "  두  칸  "]
     _assert_same_as_transformers(trained, theirs, texts, offsets=False)  # a slow tokenizer: no offsets there
     (ids, offsets), = trained.encode_batch_with_offsets([PROBES["mask"]])
-    assert trained.mask_id in ids.tolist() and trained.id_to_token(int(ids[ids.tolist().index(trained.mask_id) - 1])) != "\u2581"
+    before_mask = ids.tolist().index(trained.mask_id) - 1
+    assert trained.id_to_token(int(ids[before_mask])) != "\u2581"  # no stray "▁" piece before [MASK]
     spans = [PROBES["mask"][a:b] for a, b in offsets.tolist()]
     assert "[MASK]" in spans and "".join(spans).replace(" ", "") == PROBES["mask"].replace(" ", "")
     imported = tok_lib.load_tokenizer(hf_tokenizer_files.find_hf_tokenizer_spec(out))
