@@ -42,6 +42,7 @@ from bert_jax.config import ModelConfig
 from bert_jax.tasks import FinetuneTask, get_task
 from bert_jax.train import hf_importer
 from bert_jax.trainer import Trainer
+from data_pipelines import hf_tokenizer_files
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.finetune import FinetuneReader, conll, features, get_finetune_reader, glue, local_text, squad
 
@@ -172,9 +173,7 @@ def resolve_init_source(init_from: str) -> InitSource:
     has_weights = any((path / name).exists() for name in hf.WEIGHT_FILES)
     if (path / hf.CONFIG_FILE).exists() and has_weights:
         model_fields = hf.hf_config_to_model_config(hf.read_hf_config(path)).to_dict()
-        vocab = tokenizer_lib.find_wordpiece_file(path)
-        spec = {"kind": "wordpiece", "vocab_file": vocab} if vocab else None
-        return InitSource("hf", str(path), model_fields, spec)
+        return InitSource("hf", str(path), model_fields, hf_tokenizer_files.find_hf_tokenizer_spec(path))
     raise FileNotFoundError(
         f"init_from={init_from}: neither a checkpoint (<workdir>/checkpoints/<step>/state) nor a Hugging Face "
         f"directory (config.json plus one of {', '.join(hf.WEIGHT_FILES)})")

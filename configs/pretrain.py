@@ -22,6 +22,7 @@ The data section points at the full English Wikipedia in TFDS plus a local book 
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from bert_jax.config import ModelConfig
 from bert_jax.optim import default_optimizer_config
@@ -79,7 +80,12 @@ def tokenizer_section() -> ml_collections.ConfigDict:
     c.kind = "wordpiece"  # "wordpiece" (vocab.txt) or "sentencepiece" (.model file).
     c.vocab_file = "vocab/uncased/vocab.txt"  # BERT's uncased vocab.txt (or one build_vocab wrote).
     c.model_file = ""  # SentencePiece model file, when kind is "sentencepiece".
-    c.lowercase = True  # Lower-case and strip accents (uncased BERT).
+    c.lowercase = True  # Lower-case (uncased BERT); also strips accents unless strip_accents=False.
+    # Remove accents after NFD: None = when lowercasing. True also breaks Hangul syllables into jamo;
+    # keep Korean with lowercase=False or strip_accents=False (docs/data.md, "Korean, CJK, accents").
+    c.strip_accents = placeholder(bool)
+    c.tokenize_chinese_chars = placeholder(bool)  # Spaces around CJK ideographs: None = True (BERT).
+    c.limit_alphabet = placeholder(int)  # WordPiece training: most characters kept; None = 8000 (CJK).
     c.vocab_size = 30522  # Size of a vocabulary trained when build_if_missing (and the model's vocab size).
     c.build_if_missing = False  # Train a vocabulary on the first training source when the file is missing.
     return c

@@ -291,26 +291,48 @@ _SENTENCE_OPENERS = frozenset({
     "some", "many", "most", "other", "both", "each", "one", "two", "today", "later", "then", "also",
     "if", "yet", "according", "following", "despite", "unlike", "like", "what", "who", "why", "how",
 })
-# Candidate boundary: terminal punctuation, optional closing quotes/brackets, whitespace, and a
-# next sentence that starts (after optional opening quotes/brackets) with an upper-case letter or
-# a digit. Lower-case continuations ("e.g. the", "... and") are never boundaries.
+# Candidate boundary, either
+#   * terminal punctuation (Latin, Devanagari danda, Arabic question mark), optional closing
+#     quotes/brackets, whitespace, and a next sentence that starts (after optional opening
+#     quotes/brackets) with a letter or digit of any script; ``_is_boundary`` then refuses lower-case
+#     starts ("e.g. the", "... and", "т.е. это"), so only upper-case letters, digits and letters of
+#     scripts without case (Hangul, CJK, kana, Arabic, Hebrew, Devanagari, Thai ...) begin a sentence;
+#   * or full-width CJK terminal punctuation (。！？ and full-width ．), optional closing
+#     quotes/brackets, and anything but more closing punctuation: Chinese and Japanese put no space
+#     after a sentence.
+_CLOSING = "\"'\u201d\u2019)\\]\u300d\u300f\uff09\u3011\u300b\u3009\u00bb"
+_OPENING = "\"'\u201c\u2018(\\[\u300c\u300e\uff08\u3010\u300a\u3008\u00ab\u201e"
 _CANDIDATE_BOUNDARY = re.compile(
-    r"(?P<end>[.!?\u2026]+)(?P<close>[\"'\u201d\u2019)\]]*)(?P<space>\s+)"
-    r"(?=[\"'\u201c\u2018(\[]*(?P<next>[A-Z0-9\u00c0-\u00de]\S*))"
+    rf"(?P<end>[.!?\u2026\u0964\u061f]+)(?P<close>[{_CLOSING}]*)(?P<space>\s+)"
+    rf"(?=[{_OPENING}]*(?P<next>[^\W_a-z]\S*))"  # a-z: English continuations are refused right here
 )
+# Searched only in lines that contain full-width punctuation (checked first: one fast scan).
+_CJK_END = re.compile(r"[\u3002\uff01\uff1f\uff0e]")
+_CJK_BOUNDARY = re.compile(rf"[\u3002\uff01\uff1f\uff0e]+[{_CLOSING}]*(?=\s*[^\s{_CLOSING}])")
 _WORD_BEFORE = re.compile(r"(\S+)$")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Splits text into sentences with fast, offline rules (no model, no downloads).
+    """Splits text into sentences with fast, offline rules (no model, no downloads), in any script.
 
-    Every ``'\\n'`` is a hard boundary. Inside a line, a boundary is terminal punctuation
-    (``. ! ? …``, repeated or not) followed by optional closing quotes/brackets, whitespace, and
-    an upper-case letter or digit (optionally behind opening quotes/brackets). A period is *not* a
-    boundary when it ends a known non-final abbreviation (``Dr.``, ``e.g.``, ``Jan.``, ``No.`` ...),
-    a single-letter initial (``J. R. R. Tolkien``), or a maybe-final abbreviation (``U.S.``,
-    ``etc.``, ``Inc.``) unless the next word is a typical sentence opener (``The``, ``He`` ...).
-    Decimals (``3.14``) and dotted names have no whitespace after the period and never split.
+    Every ``'\\n'`` is a hard boundary. Inside a line, a boundary is
+
+    * terminal punctuation (``. ! ? …``, the Devanagari danda ``।``, the Arabic ``؟``; repeated or
+      not) followed by optional closing quotes/brackets, whitespace, and a sentence start (optionally
+      behind opening quotes/brackets): a digit, an upper-case letter in any cased script (Latin,
+      Cyrillic, Greek, Armenian ...), or any letter of a script without case (Hangul, CJK, kana,
+      Arabic, Hebrew, Devanagari, Thai ...). Korean ``다. 다음`` therefore splits; a lower-case word
+      after a period never starts a sentence.
+    * full-width CJK terminal punctuation (``。 ！ ？ ．``) with optional closing brackets
+      (``」』）``), whitespace or not: ``今天很好。明天也好。`` is two sentences.
+
+    A period is *not* a boundary when it ends a known non-final abbreviation (``Dr.``, ``e.g.``,
+    ``Jan.``, ``No.`` ...), a single-letter initial of any script (``J. R. R. Tolkien``,
+    ``А. С. Пушкин``), or a maybe-final abbreviation (``U.S.``, ``etc.``, ``Inc.``) unless the next
+    word is a typical sentence opener (``The``, ``He`` ...). Decimals (``3.14``) and dotted names
+    have no whitespace after the period and never split. Not handled: the Greek question mark ``;``
+    (also a semicolon), Thai (no sentence punctuation), and abbreviations of languages other than
+    English (``т.е.``-style ones are lower-case and safe; ``Св.`` is not).
 
     Args:
       text: a document or paragraph.
@@ -319,22 +341,36 @@ def split_sentences(text: str) -> list[str]:
       The sentences, stripped, in order; never empty strings.
     """
     sentences: list[str] = []
+    has_cjk_stops = _CJK_END.search(text) is not None
     for line in text.split("\n"):
+        if not has_cjk_stops:
+            _split_line(line, sentences)
+            continue
         start = 0
-        for match in _CANDIDATE_BOUNDARY.finditer(line):
-            if _is_boundary(line, match):
-                end = match.start("space")
-                sentence = line[start:end].strip()
-                if sentence:
-                    sentences.append(sentence)
-                start = match.end("space")
-        tail = line[start:].strip()
-        if tail:
-            sentences.append(tail)
+        for match in _CJK_BOUNDARY.finditer(line):
+            _split_line(line[start:match.end()], sentences)
+            start = match.end()
+        _split_line(line[start:], sentences)
     return sentences
 
 
+def _split_line(line: str, sentences: list[str]) -> None:
+    """Appends the sentences of one line (or CJK-delimited piece) to ``sentences``."""
+    start = 0
+    for match in _CANDIDATE_BOUNDARY.finditer(line):
+        if _is_boundary(line, match):
+            sentence = line[start:match.start("space")].strip()
+            if sentence:
+                sentences.append(sentence)
+            start = match.end("space")
+    tail = line[start:].strip()
+    if tail:
+        sentences.append(tail)
+
+
 def _is_boundary(line: str, match: re.Match[str]) -> bool:
+    if match.group("next")[0].islower():
+        return False  # a lower-case continuation, in any cased script
     if match.group("end") != ".":
         return True  # "!", "?", "…", "..." and "?!" end sentences when a capital follows
     # Look back a bounded distance: searching from the line start would be quadratic in paragraph length.
@@ -344,8 +380,8 @@ def _is_boundary(line: str, match: re.Match[str]) -> bool:
     word = previous.group(1).lstrip("\"'\u201c\u2018([").lower()
     if word in _NON_FINAL_ABBREVIATIONS:
         return False
-    if len(word) == 1 and word.isalpha():
-        return False  # an initial: "J. Smith", "Franklin D. Roosevelt"
+    if len(word) == 1 and word.isalpha() and word != word.upper():
+        return False  # an initial of a cased script: "J. Smith", "А. С. Пушкин" (not Hangul "별.", CJK "字.")
     if word in _MAYBE_FINAL_ABBREVIATIONS:
         opener = match.group("next").strip("\"'\u201c\u2018([,;:").lower()
         return opener in _SENTENCE_OPENERS

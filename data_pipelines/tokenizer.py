@@ -15,8 +15,8 @@ Special tokens and their ids:
   ``[CLS]``, ``[SEP]``, ``[MASK]`` as user-defined symbols. Models from elsewhere (e.g. ALBERT's
   ``<pad>``/``<unk>``) work too: pad and unk come from the model, the other three are looked up by name.
 * Literal special-token strings in the text (e.g. ``"Paris is the [MASK] of France"``) become their
-  ids, exactly as ``BertTokenizerFast`` does; for SentencePiece this holds for ``[CLS]``, ``[SEP]`` and
-  ``[MASK]``.
+  ids, exactly as ``BertTokenizerFast`` does; for SentencePiece, the text between them is encoded
+  piece by piece, as transformers' SentencePiece tokenizers do (the same ids for the same model file).
 
 The WordPiece path builds exactly what ``transformers.BertTokenizerFast`` builds (``BertNormalizer``,
 ``BertPreTokenizer``, ``WordPiece`` with words over 100 characters mapped to ``[UNK]``), so ids are
@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import sentencepiece
 import tokenizers
-from tokenizers import decoders, normalizers, pre_tokenizers
+from tokenizers import decoders, normalizers, pre_tokenizers, processors
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ WORDPIECE_CONTINUATION_PREFIX = "##"
 SENTENCEPIECE_WORD_START = "\u2581"  # '▁'
 # Words longer than this become [UNK] (BERT's and transformers' limit).
 MAX_WORDPIECE_CHARS_PER_WORD = 100
+
+# BERT's normaliser options and their defaults (as transformers' BertTokenizer): lowercase, strip
+# accents (None: exactly when lowercasing), spaces around CJK ideographs. ``clean_text`` is always on.
+NORMALIZER_DEFAULTS: dict[str, bool | None] = {"lowercase": True, "strip_accents": None, "tokenize_chinese_chars": True}
+# Their names in a transformers tokenizer_config.json, and in a tokenizer.json's BertNormalizer.
+_CONFIG_NAMES = {"lowercase": "do_lower_case", "strip_accents": "strip_accents",
+                 "tokenize_chinese_chars": "tokenize_chinese_chars"}
+_NORMALIZER_NAMES = {"lowercase": "lowercase", "strip_accents": "strip_accents",
+                     "tokenize_chinese_chars": "handle_chinese_chars"}
 
 KINDS = ("wordpiece", "sentencepiece")
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
@@ -92,6 +102,13 @@ def _require_file(path: str, kind: str, what: str) -> None:
             f"`{_build_vocab_command(kind, os.path.dirname(path) or '.')}`"
             + (" or point 'vocab_file' at a BERT vocab.txt." if kind == "wordpiece" else ".")
         )
+
+
+def bert_normalizer(lowercase: bool, strip_accents: bool | None,
+                    tokenize_chinese_chars: bool) -> normalizers.BertNormalizer:
+    """BERT's normaliser with these options (the one ``BertTokenizerFast`` builds); see :class:`WordPieceTokenizer`."""
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
+                                      strip_accents=strip_accents, lowercase=lowercase)
 
 
 class Tokenizer:
@@ -206,17 +223,22 @@ class WordPieceTokenizer(Tokenizer):
         vocab_file: str,
         lowercase: bool | None = None,
         strip_accents: bool | None = None,
-        tokenize_chinese_chars: bool = True,
+        tokenize_chinese_chars: bool | None = None,
     ):
         """Loads a BERT ``vocab.txt`` (one token a line, the line number is the id).
 
+        Each normaliser option left None takes what the files record, as transformers reads them: the
+        ``tokenizer_config.json`` in the file's directory (``do_lower_case``, ``strip_accents``,
+        ``tokenize_chinese_chars``), else the ``BertNormalizer`` of a ``tokenizer.json`` there, else
+        BERT's default. An explicit value that differs from a recorded one wins, with a warning.
+
         Args:
           vocab_file: path of the vocab.txt, or of a transformers 5 ``tokenizer.json`` (a WordPiece model).
-          lowercase: lowercase the text (uncased models). None: what the files record (``do_lower_case``
-            of a ``tokenizer_config.json`` next to a vocab.txt; the normalizer of a tokenizer.json), else
-            True (transformers' default).
-          strip_accents: None: what a tokenizer.json records, else follows ``lowercase``, as in BERT.
-          tokenize_chinese_chars: put spaces around CJK characters, as in BERT.
+          lowercase: lowercase the text (uncased models); default True.
+          strip_accents: remove combining marks after NFD (``é`` -> ``e``; Hangul syllables fall apart
+            into their jamo). None (the default): strip exactly when lowercasing, as in BERT.
+          tokenize_chinese_chars: put spaces around CJK ideographs, so each is a word of its own
+            (default True). Hangul and kana are not CJK ideographs and are never split this way.
 
         Raises:
           FileNotFoundError: naming the path and the command that builds a vocabulary.
@@ -235,17 +257,20 @@ class WordPieceTokenizer(Tokenizer):
         missing = [t for t in SPECIAL_TOKENS if t not in token_ids]
         if missing:
             raise ValueError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
-        config_lowercase = recorded.get("lowercase")
-        if lowercase is None:
-            lowercase = True if config_lowercase is None else bool(config_lowercase)
-        elif config_lowercase is not None and bool(config_lowercase) != bool(lowercase):
-            logger.warning("lowercase=%s overrides the lowercasing (%s) recorded with %s",
-                           lowercase, config_lowercase, vocab_file)
-        if strip_accents is None:
-            strip_accents = recorded.get("strip_accents")
-        self.lowercase = bool(lowercase)
-        self.strip_accents = strip_accents
-        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+        given = {"lowercase": lowercase, "strip_accents": strip_accents,
+                 "tokenize_chinese_chars": tokenize_chinese_chars}
+        options = dict(NORMALIZER_DEFAULTS)
+        for name, value in given.items():
+            if name in recorded:
+                options[name] = recorded[name]
+            if value is not None:
+                if name in recorded and recorded[name] != value:
+                    logger.warning("%s=%s overrides the %s recorded with %s", name, value, recorded[name], vocab_file)
+                options[name] = value
+        self.lowercase = bool(options["lowercase"])
+        self.strip_accents = None if options["strip_accents"] is None else bool(options["strip_accents"])
+        self.tokenize_chinese_chars = bool(options["tokenize_chinese_chars"])
+        strip_accents = self.strip_accents
 
         backend = tokenizers.Tokenizer(
             tokenizers.models.WordPiece(
@@ -255,12 +280,7 @@ class WordPieceTokenizer(Tokenizer):
                 max_input_chars_per_word=MAX_WORDPIECE_CHARS_PER_WORD,
             )
         )
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True,
-            handle_chinese_chars=self.tokenize_chinese_chars,
-            strip_accents=strip_accents,
-            lowercase=self.lowercase,
-        )
+        backend.normalizer = bert_normalizer(self.lowercase, strip_accents, self.tokenize_chinese_chars)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix=WORDPIECE_CONTINUATION_PREFIX)
         backend.add_special_tokens(list(SPECIAL_TOKENS))  # matched whole in text, never split or lowercased
@@ -293,7 +313,12 @@ class WordPieceTokenizer(Tokenizer):
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, WORDPIECE_VOCAB_FILE), "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token in self._vocab)
-        config = {
+        with open(os.path.join(out_dir, WORDPIECE_CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.hf_config(), f, indent=2)
+
+    def hf_config(self) -> dict[str, Any]:
+        """The transformers ``tokenizer_config.json`` fields: class, normaliser options, special tokens."""
+        return {
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": self.lowercase,
             "strip_accents": self.strip_accents,
@@ -304,8 +329,15 @@ class WordPieceTokenizer(Tokenizer):
             "cls_token": CLS,
             "mask_token": MASK,
         }
-        with open(os.path.join(out_dir, WORDPIECE_CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
+
+    def to_tokenizer_json(self) -> str:
+        """This tokenizer as a ``tokenizers`` JSON (``tokenizer.json``), with BERT's ``[CLS] A [SEP] B [SEP]``
+        post-processor, so ``tokenizers.Tokenizer.from_file`` alone encodes as ``BertTokenizerFast`` does."""
+        backend = tokenizers.Tokenizer.from_str(self._backend.to_str())
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{CLS}:0 $A:0 {SEP}:0", pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
+            special_tokens=[(CLS, self.cls_id), (SEP, self.sep_id)])
+        return backend.to_str()
 
 
 def find_wordpiece_file(directory: str | os.PathLike) -> str | None:
@@ -317,41 +349,60 @@ def find_wordpiece_file(directory: str | os.PathLike) -> str | None:
 
 
 def _read_wordpiece_vocab(vocab_file: str) -> tuple[list[str], dict[str, Any]]:
-    """The tokens of a vocabulary file in id order, and the options recorded with them.
+    """The tokens of a vocabulary file in id order, and the normaliser options recorded with them.
 
-    ``vocab.txt``: one token a line; ``lowercase`` from a ``tokenizer_config.json`` beside it.
-    ``tokenizer.json``: the ``model.vocab`` of its WordPiece model; ``lowercase`` and ``strip_accents``
-    from its BertNormalizer.
+    ``vocab.txt``: one token a line. ``tokenizer.json``: the ``model.vocab`` of its WordPiece model.
+    Options (keys of :data:`NORMALIZER_DEFAULTS`, only those recorded) come from the directory's
+    ``tokenizer_config.json`` first (transformers' BertTokenizer builds its normaliser from it), then
+    from the ``BertNormalizer`` of the ``tokenizer.json`` (the file itself, or one beside a vocab.txt).
 
     Raises:
-      ValueError: naming the file and what is wrong (not JSON, not WordPiece, ids not 0..n-1).
+      ValueError: naming the file and what is wrong (not JSON, not WordPiece, ids not 0..n-1, an
+        option that is not true/false/null).
     """
-    if not vocab_file.endswith(".json"):
-        with open(vocab_file, "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(_not_utf8_message(vocab_file, raw, e, "a vocab.txt: UTF-8 text, one token a line")) from None
-        vocab = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines
-        if vocab and vocab[-1] == "":
-            vocab.pop()  # the final line break
-        return vocab, {"lowercase": _read_wordpiece_config(vocab_file).get("do_lower_case")}
-    data = _read_json(vocab_file)
+    directory = os.path.dirname(vocab_file)
+    tokenizer_json = vocab_file if vocab_file.endswith(".json") else os.path.join(directory, HF_TOKENIZER_FILE)
+    data = _read_json(tokenizer_json) if os.path.isfile(tokenizer_json) else {}
+    if vocab_file.endswith(".json"):
+        vocab = _tokenizer_json_vocab(vocab_file, data)
+    else:
+        vocab = _read_vocab_lines(vocab_file)
+    normalizer = data.get("normalizer") or {}
+    recorded = {}
+    if normalizer.get("type") == "BertNormalizer":
+        recorded.update(_recorded_options(normalizer, _NORMALIZER_NAMES, tokenizer_json))
+    config_path = os.path.join(directory, WORDPIECE_CONFIG_FILE)
+    if os.path.isfile(config_path):
+        recorded.update(_recorded_options(_read_json(config_path), _CONFIG_NAMES, config_path))
+    return vocab, recorded
+
+
+def _recorded_options(fields: Mapping[str, Any], names: Mapping[str, str], path: str) -> dict[str, bool | None]:
+    """The normaliser options ``fields`` records under ``names`` (ours -> theirs), checked."""
+    options = {}
+    for ours, theirs in names.items():
+        if theirs in fields:
+            value = fields[theirs]
+            if not (value is None or isinstance(value, bool)):
+                raise ValueError(f"{path}: {theirs!r} must be true, false or null, got {value!r}")
+            if value is None and ours != "strip_accents":
+                continue  # null lowercase / chinese-chars: the default
+            options[ours] = value
+    return options
+
+
+def _tokenizer_json_vocab(path: str, data: Mapping[str, Any]) -> list[str]:
     model = data.get("model") or {}
     if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
-        raise ValueError(f"{vocab_file}: model.type is {model.get('type')!r}; a BERT tokenizer.json holds a "
+        raise ValueError(f"{path}: model.type is {model.get('type')!r}; a BERT tokenizer.json holds a "
                          "WordPiece model with a token -> id 'vocab'")
     vocab: list[str | None] = [None] * len(model["vocab"])
     for token, index in model["vocab"].items():
         if not (isinstance(index, int) and 0 <= index < len(vocab)) or vocab[index] is not None:
-            raise ValueError(f"{vocab_file}: model.vocab ids must be 0..{len(vocab) - 1}, each once; "
+            raise ValueError(f"{path}: model.vocab ids must be 0..{len(vocab) - 1}, each once; "
                              f"{token!r} has {index!r}")
         vocab[index] = token
-    normalizer = data.get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
-        return vocab, {}
-    return vocab, {"lowercase": normalizer.get("lowercase"), "strip_accents": normalizer.get("strip_accents")}
+    return vocab
 
 
 def _read_json(path: str) -> Any:
@@ -365,18 +416,26 @@ def _read_json(path: str) -> Any:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
 
 
+def _read_vocab_lines(vocab_file: str) -> list[str]:
+    """The lines of a ``vocab.txt`` (universal newlines), refusing a file that is not UTF-8 text."""
+    with open(vocab_file, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(_not_utf8_message(vocab_file, raw, e, "a vocab.txt: UTF-8 text, one token a line")) from None
+    vocab = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if vocab and vocab[-1] == "":
+        vocab.pop()  # the final line break
+    return vocab
+
+
 def _not_utf8_message(path: str, raw: bytes, error: UnicodeDecodeError, expected: str) -> str:
     """One line naming the file, the line and byte of the first invalid byte, and what was expected."""
     line = raw.count(b"\n", 0, error.start) + 1
     kind = " (a PNG image)" if raw.startswith(b"\x89PNG") else ""
     return (f"{path}:{line}: byte {error.start} ({raw[error.start]:#04x}) is not UTF-8{kind}; "
             f"expected {expected}")
-
-
-def _read_wordpiece_config(vocab_file: str) -> dict:
-    """The transformers ``tokenizer_config.json`` next to ``vocab_file``, or ``{}`` if there is none."""
-    path = os.path.join(os.path.dirname(vocab_file), WORDPIECE_CONFIG_FILE)
-    return _read_json(path) if os.path.isfile(path) else {}
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -407,26 +466,46 @@ class SentencePieceTokenizer(Tokenizer):
             )
         word_starts = np.char.startswith(np.array(vocab, dtype=str), SENTENCEPIECE_WORD_START)
         super().__init__(vocab, special_ids, word_starts, {"kind": self.kind, "model_file": model_file})
+        # Special-token strings in the text become their ids, and the text between them is encoded
+        # piece by piece (each with SentencePiece's leading "▁"), as transformers' SentencePiece
+        # tokenizers split on their special tokens: "대한민국의 [MASK] 이다" gives no stray "▁" before [MASK].
+        specials = sorted({vocab[i] for i in self._special_ids}, key=len, reverse=True)
+        self._special_text = re.compile("|".join(map(re.escape, specials)))
+
+    def _segments(self, text: str) -> list[tuple[int, int, int | None]]:
+        """``(start, end, special id or None)`` of the special tokens and the text between them."""
+        segments, start = [], 0
+        for match in self._special_text.finditer(text):
+            segments.append((start, match.start(), None))
+            segments.append((match.start(), match.end(), self._token_ids[match.group()]))
+            start = match.end()
+        segments.append((start, len(text), None))
+        return [s for s in segments if s[2] is not None or text[s[0]:s[1]].strip()]
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        pieces = self._processor.encode(list(texts), out_type=int)
-        return [np.array(ids, dtype=np.int32) for ids in pieces]
+        texts = list(texts)
+        if not any(self._special_text.search(text) for text in texts):  # the common case: one call
+            return [np.array(ids, dtype=np.int32) for ids in self._processor.encode(texts, out_type=int)]
+        return [ids for ids, _ in self.encode_batch_with_offsets(texts)]
 
     def encode_batch_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         texts = list(texts)
+        segments = [self._segments(text) for text in texts]
+        plain = [text[start:end] for text, segs in zip(texts, segments) for start, end, special in segs
+                 if special is None]
+        encoded = iter(zip(plain, self._processor.encode(plain, return_type="proto")))
         results = []
-        for text, proto in zip(texts, self._processor.encode(texts, return_type="proto")):
-            # SentencePiece reports UTF-8 byte offsets; map every byte position (and the end) to a character.
-            utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-            char_of_byte = np.append(np.cumsum((utf8 & 0xC0) != 0x80) - 1, len(text))
-            pieces = proto.pieces
-            ids = np.array([p.id for p in pieces], dtype=np.int32)
-            begins = np.array([p.begin for p in pieces], dtype=np.int64)
-            ends = np.array([p.end for p in pieces], dtype=np.int64)
-            leading_spaces = np.array([len(p.surface) - len(p.surface.lstrip()) for p in pieces], dtype=np.int64)
-            starts = char_of_byte[begins] + leading_spaces
-            offsets = np.stack([starts, char_of_byte[ends]], axis=-1).astype(np.int32).reshape(-1, 2)
-            results.append((ids, offsets))
+        for segs in segments:
+            ids, offsets = [np.zeros(0, np.int32)], [np.zeros((0, 2), np.int32)]
+            for start, end, special in segs:
+                if special is not None:
+                    ids.append(np.array([special], np.int32))
+                    offsets.append(np.array([[start, end]], np.int32))
+                    continue
+                segment_ids, segment_offsets = _piece_offsets(*next(encoded))
+                ids.append(segment_ids)
+                offsets.append(segment_offsets + start)
+            results.append((np.concatenate(ids), np.concatenate(offsets).astype(np.int32)))
         return results
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
@@ -439,6 +518,23 @@ class SentencePieceTokenizer(Tokenizer):
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, SENTENCEPIECE_MODEL_FILE), "wb") as f:
             f.write(self._processor.serialized_model_proto())
+
+
+def _piece_offsets(text: str, proto: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ids int32 ``[n]`` and character offsets int32 ``[n, 2]`` of a SentencePiece encoding of ``text``.
+
+    SentencePiece reports UTF-8 byte offsets; every byte position (and the end) is mapped to a
+    character, and the leading whitespace of a piece is left out of its span.
+    """
+    utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    char_of_byte = np.append(np.cumsum((utf8 & 0xC0) != 0x80) - 1, len(text))
+    pieces = proto.pieces
+    ids = np.array([p.id for p in pieces], dtype=np.int32)
+    begins = np.array([p.begin for p in pieces], dtype=np.int64)
+    ends = np.array([p.end for p in pieces], dtype=np.int64)
+    leading_spaces = np.array([len(p.surface) - len(p.surface.lstrip()) for p in pieces], dtype=np.int64)
+    starts = char_of_byte[begins] + leading_spaces
+    return ids, np.stack([starts, char_of_byte[ends]], axis=-1).astype(np.int32).reshape(-1, 2)
 
 
 def _spec_dict(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -480,6 +576,6 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
             spec["vocab_file"],
             lowercase=spec.get("lowercase"),
             strip_accents=spec.get("strip_accents"),
-            tokenize_chinese_chars=spec.get("tokenize_chinese_chars", True),
+            tokenize_chinese_chars=spec.get("tokenize_chinese_chars"),
         )
     return SentencePieceTokenizer(spec["model_file"])

@@ -15,10 +15,12 @@ from typing import Any
 
 import sentencepiece
 import tokenizers
-from tokenizers import normalizers, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers, trainers
 
 from data_pipelines.tokenizer import (
     CLS,
+    HF_TOKENIZER_FILE,
+    NORMALIZER_DEFAULTS,
     MASK,
     MAX_WORDPIECE_CHARS_PER_WORD,
     PAD,
@@ -28,14 +30,22 @@ from data_pipelines.tokenizer import (
     SPECIAL_TOKENS,
     UNK,
     WORDPIECE_CONTINUATION_PREFIX,
+    WORDPIECE_CONFIG_FILE,
     WORDPIECE_VOCAB_FILE,
     SentencePieceTokenizer,
     Tokenizer,
     WordPieceTokenizer,
     _spec_dict,
+    bert_normalizer,
 )
 
 logger = logging.getLogger(__name__)
+
+# WordPiece alphabet cap: at most this many distinct characters become tokens (the most frequent; the
+# rest encode as [UNK]). Covers the 2,350 common Hangul syllables, the 3,500 common Chinese characters,
+# or the 2,136 joyo kanji plus kana, with Latin, Cyrillic, Greek and punctuation besides; a corpus
+# only spends slots on the characters it has.
+DEFAULT_LIMIT_ALPHABET = 8000
 
 
 class _CountingTexts:
@@ -71,8 +81,11 @@ def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str)
       texts: documents (any length; SentencePiece trains on their non-empty lines). Empty texts are
         skipped and counted.
       spec: ``kind`` and ``vocab_size`` (required); ``lowercase`` (default True). WordPiece:
-        ``min_frequency`` (2), ``limit_alphabet`` (1000), ``strip_accents`` (None: follows
-        ``lowercase``). SentencePiece: ``model_type`` ('unigram' or 'bpe', default 'unigram'),
+        ``min_frequency`` (2), ``limit_alphabet`` (None: :data:`DEFAULT_LIMIT_ALPHABET`),
+        ``strip_accents`` (None: follows ``lowercase``; False keeps Hangul syllables whole when
+        lowercasing), ``tokenize_chinese_chars`` (True); the normaliser options are recorded in
+        ``tokenizer_config.json``, so loading the vocab.txt applies them again. SentencePiece:
+        ``model_type`` ('unigram' or 'bpe', default 'unigram'),
         ``character_coverage`` (0.9995), ``input_sentence_size`` (sentences sampled, 1,000,000),
         ``max_sentence_length`` (bytes; longer lines are skipped by the trainer, 16384),
         ``num_threads`` (os.cpu_count()).
@@ -134,6 +147,10 @@ def _train_wordpiece(
     counted: _CountingTexts, spec: dict, vocab_size: int, lowercase: bool, out_dir: str
 ) -> WordPieceTokenizer:
     strip_accents = spec.get("strip_accents")
+    chinese_chars = spec.get("tokenize_chinese_chars")
+    chinese_chars = NORMALIZER_DEFAULTS["tokenize_chinese_chars"] if chinese_chars is None else bool(chinese_chars)
+    limit_alphabet = spec.get("limit_alphabet")
+    limit_alphabet = DEFAULT_LIMIT_ALPHABET if limit_alphabet is None else int(limit_alphabet)
     backend = tokenizers.Tokenizer(
         tokenizers.models.WordPiece(
             unk_token=UNK,
@@ -141,14 +158,12 @@ def _train_wordpiece(
             max_input_chars_per_word=MAX_WORDPIECE_CHARS_PER_WORD,
         )
     )
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
-    )
+    backend.normalizer = bert_normalizer(lowercase, strip_accents, chinese_chars)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=int(spec.get("min_frequency", 2)),
-        limit_alphabet=int(spec.get("limit_alphabet", 1000)),
+        limit_alphabet=limit_alphabet,
         special_tokens=list(SPECIAL_TOKENS),
         continuing_subword_prefix=WORDPIECE_CONTINUATION_PREFIX,
         show_progress=False,
@@ -159,8 +174,12 @@ def _train_wordpiece(
     backend.model.save(out_dir)  # writes vocab.txt in id order
     vocab_file = os.path.join(out_dir, WORDPIECE_VOCAB_FILE)
     _canonical_order(vocab_file)
-    tokenizer = WordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=strip_accents)
-    tokenizer.save(out_dir)  # adds tokenizer_config.json (casing) next to vocab.txt
+    for stale in (HF_TOKENIZER_FILE, WORDPIECE_CONFIG_FILE):  # an earlier build's options would be read back
+        if os.path.exists(os.path.join(out_dir, stale)):
+            os.remove(os.path.join(out_dir, stale))
+    tokenizer = WordPieceTokenizer(vocab_file, lowercase=lowercase, strip_accents=strip_accents,
+                                   tokenize_chinese_chars=chinese_chars)
+    tokenizer.save(out_dir)  # adds tokenizer_config.json (the normaliser options) next to vocab.txt
     return tokenizer
 
 

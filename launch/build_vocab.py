@@ -5,6 +5,8 @@ File-backed sources must be prepared first (``python -m launch.prepare_data``). 
       --data_dir=/data/tfds --kind=wordpiece --vocab_size=30522 --out_dir=/data/vocab_wp
   python -m launch.build_vocab --source=books --books_dir=/data/bookcorpus --data_dir=/data/tfds \
       --kind=sentencepiece --model_type=unigram --vocab_size=30000 --out_dir=/data/vocab_spm
+  python -m launch.build_vocab --source=books --books_dir=/data/korean --data_dir=/data/tfds \
+      --kind=wordpiece --nolowercase --vocab_size=32000 --out_dir=/data/vocab_ko   # Korean: cased, Hangul whole
   python -m launch.build_vocab --source=synthetic --source_spec='{"num_documents": 500}' \
       --kind=wordpiece --vocab_size=2000 --out_dir=/tmp/vocab
 
@@ -28,7 +30,14 @@ _SPLIT = flags.DEFINE_string("split", "train", "Source split to read.")
 _MAX_DOCUMENTS = flags.DEFINE_integer("max_documents", None, "Read at most this many documents.")
 _KIND = flags.DEFINE_enum("kind", "wordpiece", list(tokenizer.KINDS), "Tokenizer kind.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 30522, "Vocabulary size, special tokens included.")
-_LOWERCASE = flags.DEFINE_boolean("lowercase", True, "Lowercase (uncased); WordPiece also strips accents then.")
+_LOWERCASE = flags.DEFINE_boolean("lowercase", True, "Lowercase (uncased); WordPiece also strips accents then "
+                                  "unless --nostrip_accents.")
+_STRIP_ACCENTS = flags.DEFINE_boolean(
+    "strip_accents", None, "WordPiece: remove accents (also splits Hangul into jamo); default: when lowercasing.")
+_TOKENIZE_CHINESE_CHARS = flags.DEFINE_boolean(
+    "tokenize_chinese_chars", None, "WordPiece: spaces around CJK ideographs; default: true (BERT).")
+_LIMIT_ALPHABET = flags.DEFINE_integer(
+    "limit_alphabet", None, f"WordPiece: most characters kept; default: {vocab_training.DEFAULT_LIMIT_ALPHABET}.")
 _MIN_FREQUENCY = flags.DEFINE_integer("min_frequency", 2, "WordPiece: least count of a merged pair.")
 _MODEL_TYPE = flags.DEFINE_enum(
     "model_type", "unigram", list(tokenizer.SENTENCEPIECE_MODEL_TYPES), "SentencePiece model type."
@@ -47,7 +56,14 @@ def main(argv):
     tokenizer_spec = {"kind": _KIND.value, "vocab_size": _VOCAB_SIZE.value, "lowercase": _LOWERCASE.value}
     if _KIND.value == "wordpiece":
         tokenizer_spec["min_frequency"] = _MIN_FREQUENCY.value
+        wordpiece_flags = {"strip_accents": _STRIP_ACCENTS, "tokenize_chinese_chars": _TOKENIZE_CHINESE_CHARS,
+                           "limit_alphabet": _LIMIT_ALPHABET}
+        tokenizer_spec.update({key: flag.value for key, flag in wordpiece_flags.items() if flag.value is not None})
     else:
+        wordpiece_only = (_STRIP_ACCENTS, _TOKENIZE_CHINESE_CHARS, _LIMIT_ALPHABET)
+        given = [f"--{f.name}" for f in wordpiece_only if f.value is not None]
+        if given:
+            raise app.UsageError(f"{', '.join(given)}: WordPiece only (SentencePiece normalises inside its model)")
         tokenizer_spec.update(model_type=_MODEL_TYPE.value, character_coverage=_CHARACTER_COVERAGE.value)
     trained = vocab_training.build_vocab_from_source(
         source_spec, tokenizer_spec, _OUT_DIR.value, split=_SPLIT.value, max_documents=_MAX_DOCUMENTS.value

@@ -1,5 +1,6 @@
 """Wikitext cleaning, document normalisation and sentence splitting (data_pipelines/text.py)."""
 
+import os
 import time
 
 import pytest
@@ -169,6 +170,21 @@ def test_split_sentences_on_real_sentences():
         ("A line without a stop\nNext line.", ["A line without a stop", "Next line."]),
         ("", []),
         ("  \n \n", []),
+        # Other scripts: a sentence starts with an upper-case letter of any cased script or any letter
+        # of a script without case; full-width CJK stops need no space after them.
+        ("Это первое предложение. Это второе.", ["Это первое предложение.", "Это второе."]),
+        ("А. С. Пушкин родился в Москве. он поэт.", ["А. С. Пушкин родился в Москве. он поэт."]),
+        ("Αυτή είναι η πρώτη πρόταση. Αυτή είναι η δεύτερη.",
+         ["Αυτή είναι η πρώτη πρόταση.", "Αυτή είναι η δεύτερη."]),
+        ("BERT는 언어 모델이다. 인코더만 쌓는다! 문맥을 볼까? 본다.",
+         ["BERT는 언어 모델이다.", "인코더만 쌓는다!", "문맥을 볼까?", "본다."]),
+        ("이것은 꿈. 저것은 별. 그렇다.", ["이것은 꿈.", "저것은 별.", "그렇다."]),  # one syllable is no initial
+        ("\"좋다.\"라고 말했다. 3. 다음", ["\"좋다.\"라고 말했다.", "3.", "다음"]),
+        ("今天天气很好。我们去公园吧！你去吗？", ["今天天气很好。", "我们去公园吧！", "你去吗？"]),
+        ("東京は日本の首都です。 「また来てね。」と彼女は言った。",
+         ["東京は日本の首都です。", "「また来てね。」", "と彼女は言った。"]),
+        ("यह पहला वाक्य है। यह दूसरा है।", ["यह पहला वाक्य है।", "यह दूसरा है।"]),
+        ("Ils sont partis. Éric est resté.", ["Ils sont partis.", "Éric est resté."]),
     ],
 )
 def test_split_sentences_rules(text, expected):
@@ -191,3 +207,13 @@ def test_split_sentences_is_fast_on_the_demo_corpus(sample_corpus):
             last_word = sentence.rsplit(" ", 1)[-1]
             assert last_word not in {"Dr.", "Mr.", "Mrs.", "St.", "e.g.", "i.e.", "Prof."}, sentence
             assert not (len(last_word) == 2 and last_word[0].isupper() and last_word[1] == "."), sentence
+
+
+def test_split_sentences_splits_korean_paragraphs():
+    """Every line of the Korean fixture is a paragraph of three sentences (the last three name foreign
+    sentences inline, which split too)."""
+    with open(os.path.join(os.path.dirname(__file__), "data", "korean_prose.txt"), encoding="utf-8") as f:
+        paragraphs = f.read().splitlines()
+    counts = [len(split_sentences(p)) for p in paragraphs]
+    assert len(paragraphs) > 100 and sum(c == 3 for c in counts) >= len(paragraphs) - 3, counts
+    assert all(s.endswith((".", "!", "?", "\u3002")) for p in paragraphs for s in split_sentences(p))
