@@ -196,7 +196,7 @@ class AotReport:
       flops_per_device: the compiler's FLOP estimate of one step on one device (None if not given);
         it counts a loop body once, so with ``scan_layers`` it covers one layer of the stack.
       model_flops_per_device: ``ModelConfig.train_flops_per_token`` x the step's tokens / devices
-        (REFERENCE.md's formula: matmul FLOPs, forward + backward).
+        (docs/benchmarks.md, "FLOPs and MFU": matmul FLOPs, forward + backward).
       compile_seconds: lowering + compilation wall time.
     """
 
@@ -304,7 +304,8 @@ def format_report(report: AotReport) -> str:
         f"  generated code         {_gib(memory.generated_code)}",
         f"  peak                   {_gib(memory.peak)} of {_gib(report.target.hbm_bytes)}: {verdict}",
     ]
-    lines.append(f"  model FLOPs / step    {report.model_flops_per_device / 1e12:.3f} TFLOP (REFERENCE.md formula)")
+    lines.append(f"  model FLOPs / step    {report.model_flops_per_device / 1e12:.3f} TFLOP "
+                 "(docs/benchmarks.md formula)")
     if report.flops_per_device:
         lines.append(f"  compiler FLOPs / step {report.flops_per_device / 1e12:.3f} TFLOP (loop bodies counted once)")
     return "\n".join(lines)

@@ -115,7 +115,7 @@ class ModelConfig:
         return self.num_layers * (attention + ffn)
 
     def train_flops_per_token(self, seq_len: int, max_predictions: int) -> float:
-        """Matmul FLOPs per token for forward + backward (the formula in REFERENCE.md).
+        """Matmul FLOPs per token for forward + backward (docs/benchmarks.md, "FLOPs and MFU").
 
         6 x non-embedding params + 12 x layers x seq x hidden (attention scores and values) + the
         masked-position MLM head (transform and vocabulary projection) for ``max_predictions`` per
