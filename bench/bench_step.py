@@ -5,7 +5,7 @@ with BERT's MLM + NSP objective, dropout as configured, and the AdamW of
 ``bert_jax.optim.default_optimizer_config`` (lr schedule, b1/b2/eps, weight decay off LayerNorm and biases,
 clipping at global norm 1.0).
 
-* JAX: ``bert_jax.steps.train_step`` through ``create_train_state`` / ``jit_train_step`` on a mesh.
+* JAX: the train step of ``bert_jax.step_builder.build`` (the one the trainer and the AOT check use) on a mesh.
 * PyTorch: eager ``transformers.BertForPreTraining`` (``attn_implementation="sdpa"``) from
   ``bert_jax.hf.model_config_to_hf_config``, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule.
   Its MLM loss gathers the masked positions before the head, like ours (``--torch_mlm=gather``), or runs
