@@ -151,7 +151,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--framework", default="jax,torch", help="comma-separated subset of jax,torch")
     parser.add_argument("--scan_layers", action="store_true", help="JAX: nn.scan over the layer stack")
     parser.add_argument("--remat", action="store_true", help="JAX: rematerialise each layer in the backward pass")
-    parser.add_argument("--attention_impl", default=None, help="JAX: None (auto), 'xla' or 'cudnn'")
+    parser.add_argument("--attention_impl", default=None,
+                        help="JAX: model.attention_impl: None (auto), 'fused', 'xla', 'cudnn' or 'reference' "
+                        "(bert_jax/attention.py; training with attention dropout runs 'reference')")
     parser.add_argument("--mesh", default="data=-1", help="JAX mesh, e.g. data=-1 or data=2,tensor=4")
     parser.add_argument("--dropout", type=float, default=None,
                         help="override hidden and attention dropout in both frameworks (default: the size's 0.1)")

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import logs, perf, sharding, step_builder
+from bert_jax import attention, logs, perf, sharding, step_builder
 from bert_jax.tasks.base import Task
 
 Evaluate = Callable[[Any], dict[str, float]]  # params -> metric means
@@ -133,6 +133,8 @@ class Trainer:
         self.train_cfg = config.train
         self.primary = jax.process_index() == 0
         self.builder = step_builder.from_config(config, task, seq_len=seq_len)
+        if getattr(task, "model_config", None) is not None:
+            logging.info("%s", attention.describe(task.model_config))
         self.mesh, self.rules = self.builder.mesh, self.builder.rules
         self.optimizer, self.schedule = self.builder.optimizer, self.builder.schedule
         self.state_shardings = self.builder.state_shardings
