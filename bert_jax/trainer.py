@@ -6,6 +6,13 @@ of ``bert_jax.checkpoint``; ``fit(train_iter, evaluate)`` runs the loop: train s
 (``metrics.jsonl``, TensorBoard, progress bar), periodic evaluation, periodic and final checkpoints,
 SIGTERM handling and the non-finite loss policy. Pretraining (``bert_jax.train``) and fine-tuning use it
 with their own data and evaluation.
+
+Non-finite losses: with ``train.on_nonfinite='stop'`` the run stops at the first non-finite loss ``s``
+naming the newest checkpoint at or before ``s - 2`` (checkpoint ``s - 1``'s parameters gave that loss;
+it and any newer one are moved aside to ``<step>.nonfinite-<time>``, so rerunning resumes from the good
+one). ``'skip'`` skips such updates (``optax.apply_if_finite``); either policy resumes the other's
+checkpoints (``Checkpointer.restore``). A checkpoint that does not fit on the disk stops the run with one
+``checkpoint.DiskFullError`` line; earlier checkpoints stay intact.
 """
 
 from __future__ import annotations
