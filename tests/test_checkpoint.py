@@ -215,8 +215,8 @@ def test_restore_order_this_run_first_then_init_from(setup, tmp_path):
 def test_auto_mode_takes_params_only_when_the_optimizer_state_differs(setup, tmp_path):
     task, state = setup["task"], _other(setup["state"])
     _checkpointer(tmp_path / "init").save(7, state)
-    skipping = _optimizer(skip_nonfinite=True)  # wraps the optimizer state in apply_if_finite's
-    template, _ = steps.create_train_state(task, skipping, setup["mesh"], sharding.DEFAULT_RULES, 1, 1, 8)
+    lamb = _optimizer(name="lamb")  # another optimizer state (the non-finite wrapper converts: see below)
+    template, _ = steps.create_train_state(task, lamb, setup["mesh"], sharding.DEFAULT_RULES, 1, 1, 8)
     own = _checkpointer(tmp_path / "run")
     restored, how = checkpoint.restore_or_initialize(own, template, init_from=str(tmp_path / "init"))
     assert how == f"params from {tmp_path}/init/7"
