@@ -3,10 +3,10 @@
 ``check(config, target)`` builds the run's task, optimizer, mesh and ABSTRACT train state (shapes and
 shardings from ``jax.eval_shape``: nothing is allocated) with ``bert_jax.step_builder``, the builder the
 trainer uses, lowers and compiles that same jitted train step for the target's devices, and reports
-per-device memory (``compiled.memory_analysis()``) against the chip's HBM. It catches, before a pod is booked: a mesh that does not fit the device count, shapes a
-mesh axis does not divide (e.g. 12 heads over ``tensor=8``, a 30,522-row vocabulary over
-``tensor=4``), batch sizes the batch axes do not divide, SPMD partitioning failures, and a step
-that needs more memory per device than the chip has.
+per-device memory (``compiled.memory_analysis()``) against the chip's HBM. It catches, before a pod is
+booked: a mesh that does not fit the device count, shapes a mesh axis does not divide (e.g. 12 heads
+over ``tensor=8``, a 30,522-row vocabulary over ``tensor=4``), batch sizes the batch axes do not divide,
+SPMD partitioning failures, and a step that needs more memory per device than the chip has.
 
 Targets:
 

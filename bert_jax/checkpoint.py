@@ -78,7 +78,9 @@ def _is_disk_full(error: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if (isinstance(current, OSError) and current.errno == errno.ENOSPC) or "No space left on device" in str(current):
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current):
             return True
         todo += [current.__cause__, current.__context__, *getattr(current, "exceptions", ())]
     return False
