@@ -5,7 +5,7 @@ with BERT's MLM + NSP objective, dropout as configured, and the AdamW of
 ``bert_jax.optim.default_optimizer_config`` (lr schedule, b1/b2/eps, weight decay off LayerNorm and biases,
 clipping at global norm 1.0).
 
-* JAX: ``bert_jax.steps.train_step`` through ``create_train_state`` / ``jit_train_step`` on a mesh.
+* JAX: the train step of ``bert_jax.step_builder.build`` (the one the trainer and the AOT check use) on a mesh.
 * PyTorch: eager ``transformers.BertForPreTraining`` (``attn_implementation="sdpa"``) from
   ``bert_jax.hf.model_config_to_hf_config``, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule.
   Its MLM loss gathers the masked positions before the head, like ours (``--torch_mlm=gather``), or runs
@@ -151,7 +151,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--framework", default="jax,torch", help="comma-separated subset of jax,torch")
     parser.add_argument("--scan_layers", action="store_true", help="JAX: nn.scan over the layer stack")
     parser.add_argument("--remat", action="store_true", help="JAX: rematerialise each layer in the backward pass")
-    parser.add_argument("--attention_impl", default=None, help="JAX: None (auto), 'xla' or 'cudnn'")
+    parser.add_argument("--attention_impl", default=None,
+                        help="JAX: model.attention_impl: None (auto), 'fused', 'xla', 'cudnn' or 'reference' "
+                        "(bert_jax/attention.py; training with attention dropout runs 'reference')")
     parser.add_argument("--mesh", default="data=-1", help="JAX mesh, e.g. data=-1 or data=2,tensor=4")
     parser.add_argument("--dropout", type=float, default=None,
                         help="override hidden and attention dropout in both frameworks (default: the size's 0.1)")

@@ -233,7 +233,7 @@ def make_jax_runner(
     compiler_options: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> StepRunner:
-    """``steps.train_step`` jitted by ``steps.jit_train_step`` on a mesh, compiled for the batch.
+    """The train step of ``bert_jax.step_builder.build`` (the one the trainer runs), compiled for the batch.
 
     Args:
       config: the model (``dtype``, ``scan_layers``, ``remat``, ``attention_impl`` as set).
@@ -243,18 +243,14 @@ def make_jax_runner(
     """
     import jax
 
-    from bert_jax import optim, perf, sharding
-    from bert_jax import steps as steps_lib
+    from bert_jax import perf, sharding, step_builder
     from bert_jax.tasks import get_task
 
     task = get_task("pretraining", config, max_predictions=max_predictions)
-    optimizer = optim.make_optimizer(bench_optimizer_config())
-    device_mesh = sharding.make_mesh(mesh or {"data": -1}, devices)
-    rules = sharding.DEFAULT_RULES
-    state, state_shardings = steps_lib.create_train_state(
-        task, optimizer, device_mesh, rules, rng=seed, batch_size=batch_size, seq_len=seq_len)
-    jitted = steps_lib.jit_train_step(steps_lib.train_step, state_shardings, device_mesh, rules,
-                                      task=task, optimizer=optimizer)
+    builder = step_builder.build(task, bench_optimizer_config(), mesh=mesh or {"data": -1}, seq_len=seq_len,
+                                 devices=devices)
+    device_mesh, jitted = builder.mesh, builder.train_step
+    state = builder.init_state(seed)
     host_batch = random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
                                           vocab_size=config.vocab_size, seed=seed)
     batch = sharding.shard_batch(host_batch, device_mesh)

@@ -1,12 +1,12 @@
 """Ahead-of-time checks: compile a run's train step for a target topology without its hardware.
 
 ``check(config, target)`` builds the run's task, optimizer, mesh and ABSTRACT train state (shapes and
-shardings from ``jax.eval_shape``: nothing is allocated), lowers and compiles the jitted train step
-for the target's devices, and reports per-device memory (``compiled.memory_analysis()``) against the
-chip's HBM. It catches, before a pod is booked: a mesh that does not fit the device count, shapes a
-mesh axis does not divide (e.g. 12 heads over ``tensor=8``, a 30,522-row vocabulary over
-``tensor=4``), batch sizes the batch axes do not divide, SPMD partitioning failures, and a step
-that needs more memory per device than the chip has.
+shardings from ``jax.eval_shape``: nothing is allocated) with ``bert_jax.step_builder``, the builder the
+trainer uses, lowers and compiles that same jitted train step for the target's devices, and reports
+per-device memory (``compiled.memory_analysis()``) against the chip's HBM. It catches, before a pod is
+booked: a mesh that does not fit the device count, shapes a mesh axis does not divide (e.g. 12 heads
+over ``tensor=8``, a 30,522-row vocabulary over ``tensor=4``), batch sizes the batch axes do not divide,
+SPMD partitioning failures, and a step that needs more memory per device than the chip has.
 
 Targets:
 
@@ -37,8 +37,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from bert_jax import optim, run_config, sharding, steps
-from bert_jax.tasks import get_task
+from bert_jax import run_config, sharding, step_builder
 
 GIB = 1024**3
 # Cloud TPU generation -> (libtpu topology prefix, HBM per chip in GiB, TensorCores per chip as counted
@@ -196,7 +195,7 @@ class AotReport:
       flops_per_device: the compiler's FLOP estimate of one step on one device (None if not given);
         it counts a loop body once, so with ``scan_layers`` it covers one layer of the stack.
       model_flops_per_device: ``ModelConfig.train_flops_per_token`` x the step's tokens / devices
-        (REFERENCE.md's formula: matmul FLOPs, forward + backward).
+        (docs/benchmarks.md, "FLOPs and MFU": matmul FLOPs, forward + backward).
       compile_seconds: lowering + compilation wall time.
     """
 
@@ -225,6 +224,18 @@ def bytes_per_device(abstract_tree: Any) -> int:
     return total
 
 
+def lower_train_step(config: ml_collections.ConfigDict,
+                     devices: Sequence[Any] | None = None) -> tuple[step_builder.StepBuilder, jax.stages.Lowered]:
+    """Lowers the run's train step (``step_builder.from_config``, the step ``Trainer`` trains with) for
+    ``devices`` on an abstract state and batch: nothing is allocated.
+
+    Returns:
+      ``(builder, lowered)``: the builder (mesh, abstract state) and ``builder.train_step.lower(...)``.
+    """
+    builder = step_builder.from_config(config, devices=devices)
+    return builder, builder.train_step.lower(builder.abstract_state, builder.abstract_batch(config.train.batch_size))
+
+
 def check(config: ml_collections.ConfigDict, target: Target | str, *, hbm_gib: float | None = None) -> AotReport:
     """Compiles ``config``'s train step for ``target`` from abstract shapes and reports its memory.
 
@@ -249,24 +260,15 @@ def check(config: ml_collections.ConfigDict, target: Target | str, *, hbm_gib: f
         raise AotError(f"target {target.name} ({len(devices)} devices): {error}") from error
     model_config = run_config.model_config_from(config)
     seq_len, batch_size = config.data.max_seq_length, config.train.batch_size
-    task = get_task(config.task.name, model_config, max_predictions=config.data.max_predictions_per_seq,
-                    nsp_weight=config.task.nsp_weight)
-    optimizer, schedule = optim.make_optimizer(config.optimizer), optim.make_schedule(config.optimizer)
-    mesh = sharding.make_mesh(config.sharding.mesh, devices)
     start = time.perf_counter()
     try:
-        abstract_state, state_shardings = steps.abstract_train_state(
-            task, optimizer, mesh, config.sharding.rules, batch_size=1, seq_len=seq_len)
-        batch_sharding = sharding.batch_sharding(mesh)
-        abstract_batch = {name: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=batch_sharding)
-                          for name, value in task.init_batch(batch_size, seq_len).items()}
-        step = steps.jit_configured_train_step(state_shardings, mesh, config.sharding.rules, task=task,
-                                               optimizer=optimizer, schedule=schedule,
-                                               grad_accum_steps=config.train.grad_accum_steps)
-        compiled = step.lower(abstract_state, abstract_batch).compile()
+        builder, lowered = lower_train_step(config, devices)
+        compiled = lowered.compile()
     except Exception as error:  # pylint: disable=broad-except  (jax raises many kinds; all mean "does not compile")
-        raise AotError(f"target {target.name}, mesh {dict(mesh.shape)}: the train step does not compile: "
+        mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.sharding.mesh, len(devices))))
+        raise AotError(f"target {target.name}, mesh {mesh_sizes}: the train step does not compile: "
                        f"{type(error).__name__}: {error}") from error
+    mesh, abstract_state = builder.mesh, builder.abstract_state
     seconds = time.perf_counter() - start
     stats = compiled.memory_analysis()
     memory = MemoryReport(
@@ -304,7 +306,8 @@ def format_report(report: AotReport) -> str:
         f"  generated code         {_gib(memory.generated_code)}",
         f"  peak                   {_gib(memory.peak)} of {_gib(report.target.hbm_bytes)}: {verdict}",
     ]
-    lines.append(f"  model FLOPs / step    {report.model_flops_per_device / 1e12:.3f} TFLOP (REFERENCE.md formula)")
+    lines.append(f"  model FLOPs / step    {report.model_flops_per_device / 1e12:.3f} TFLOP "
+                 "(docs/benchmarks.md formula)")
     if report.flops_per_device:
         lines.append(f"  compiler FLOPs / step {report.flops_per_device / 1e12:.3f} TFLOP (loop bodies counted once)")
     return "\n".join(lines)

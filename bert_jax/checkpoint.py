@@ -26,8 +26,11 @@ The restore order (``restore_or_initialize``), first match wins:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,15 +46,67 @@ from bert_jax import fileio
 PyTree = Any
 CHECKPOINT_SUBDIR = "checkpoints"
 UNRESTORABLE_SUFFIX = ".unrestorable"  # a checkpoint that failed to restore: <step>.unrestorable-<unix time>
+NONFINITE_SUFFIX = ".nonfinite"  # a checkpoint whose next loss was not finite: <step>.nonfinite-<unix time>
+# The fields of ``optax.ApplyIfFiniteState``: ``train.on_nonfinite='skip'`` wraps the optimizer state in it.
+_NONFINITE_COUNTERS = ("notfinite_count", "last_finite", "total_notfinite")
+_NONFINITE_WRAPPER = frozenset((*_NONFINITE_COUNTERS, "inner_state"))
 
 
 class CheckpointRestoreError(RuntimeError):
     """Checkpoints exist in the run's directory but none of them restores into this run's state."""
 
 
+class DiskFullError(OSError):
+    """No room for a checkpoint: one line naming the directory, the space needed and what is intact."""
+
+
+GIB = 1024**3
+# Beyond the arrays, a checkpoint holds Orbax metadata and the data iterators' positions (a few KiB).
+_CHECKPOINT_OVERHEAD_BYTES = 16 * 1024**2
+
+
+def tree_bytes(tree: PyTree) -> int:
+    """Bytes of every array of ``tree`` (global arrays counted whole: what one checkpoint writes)."""
+    return sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(tree))
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` or anything it wraps (causes, contexts, exception groups) is ENOSPC."""
+    seen, todo = set(), [error]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current):
+            return True
+        todo += [current.__cause__, current.__context__, *getattr(current, "exceptions", ())]
+    return False
+
+
 def _as_tree(state: PyTree) -> PyTree:
     """A checkpointable nested-dict view of ``state`` (dataclasses and optax namedtuples flattened)."""
     return flax.serialization.to_state_dict(state)
+
+
+def _is_nonfinite_wrapper(opt_tree: Any) -> bool:
+    """Whether a (state-dict or metadata) optimizer tree is an ``optax.apply_if_finite`` state."""
+    return hasattr(opt_tree, "keys") and set(opt_tree.keys()) == _NONFINITE_WRAPPER
+
+
+def _fresh_counters(wrapper: PyTree) -> dict[str, Any]:
+    """``apply_if_finite``'s counters as a fresh optimizer has them (nothing skipped), laid out as in
+    ``wrapper`` (a state-dict ``ApplyIfFiniteState`` of arrays or ``ShapeDtypeStruct``s)."""
+
+    def fresh(name: str) -> Any:
+        leaf = wrapper[name]
+        value = (np.ones if name == "last_finite" else np.zeros)(leaf.shape, leaf.dtype)
+        sharding = getattr(leaf, "sharding", None)
+        return jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
+
+    return {name: fresh(name) for name in _NONFINITE_COUNTERS}
 
 
 def _abstract(tree: PyTree) -> PyTree:
@@ -92,6 +147,8 @@ class Checkpointer:
         except ImportError:  # pragma: no cover - grain is a hard dependency; kept for clarity
             pass
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self._in_flight: tuple[int, int] | None = None  # (step, bytes) of the save being written
+        self._failed = False  # a save failed for want of space (reported once, then close quietly)
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -100,25 +157,102 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: PyTree, data_iterator: Any = None, *, force: bool = False) -> bool:
-        """Saves ``state`` (and the iterator's position) at ``step`` when due or when ``force``."""
+        """Saves ``state`` (and the iterator's position) at ``step`` when due or when ``force``.
+
+        Raises:
+          DiskFullError: the local checkpoint directory has less free space than the state needs (checked
+            before writing), or a write ran out of space (this save, or an asynchronous one before it).
+        """
+        if not (force or self._manager.should_save(int(step))):
+            return False
+        self.wait()  # the previous save first (Orbax waits for it too): its errors are its own
+        needed = tree_bytes(state) + _CHECKPOINT_OVERHEAD_BYTES
+        self._check_free_space(step, needed)
         items = {"state": ocp.args.PyTreeSave(_as_tree(state))}
         if data_iterator is not None:
             import grain.checkpoint as grain_checkpoint  # pylint: disable=g-import-not-at-top
 
             items["data"] = grain_checkpoint.CheckpointSave(data_iterator)
-        return self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+        with self._reporting_disk_full(step, needed):
+            saved = self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+        self._in_flight = (int(step), needed)
+        return saved
+
+    def _check_free_space(self, step: int, needed: int) -> None:
+        if fileio.is_remote(self.directory):
+            return
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            self._disk_full(step, needed, free)
+
+    def _disk_full(self, step: int, needed: int, free: int | None = None) -> None:
+        """Raises the one-line ``DiskFullError`` (Orbax's traceback is dropped: it adds nothing)."""
+        self._failed = True
+        if free is None and not fileio.is_remote(self.directory):
+            free = shutil.disk_usage(self.directory).free
+        try:
+            self._manager.reload()
+            intact = self.all_steps()
+        except Exception:  # pylint: disable=broad-except
+            intact = []
+        kept = f"checkpoints {', '.join(map(str, intact))} are intact" if intact else "no earlier checkpoint exists"
+        free_text = "" if free is None else f", {free / GIB:.3f} GiB free"
+        raise DiskFullError(
+            errno.ENOSPC, f"no space left in {self.directory} for the checkpoint of step {step}: it needs about "
+            f"{needed / GIB:.3f} GiB{free_text}; {kept}. Free some space (or move the workdir to a bigger disk) and "
+            "rerun the same command to resume") from None
+
+    @contextlib.contextmanager
+    def _reporting_disk_full(self, step: int, needed: int):
+        """Turns an out-of-space error of Orbax while writing ``step`` into ``DiskFullError``."""
+        try:
+            yield
+        except DiskFullError:
+            raise
+        except Exception as error:  # pylint: disable=broad-except
+            if _is_disk_full(error):
+                self._disk_full(step, needed)
+            raise
 
     def restore(self, step: int, state_template: PyTree, data_iterator: Any = None) -> PyTree:
-        """Restores the full state at ``step`` into the structure and shardings of ``state_template``."""
-        target = _abstract(_as_tree(state_template))
+        """Restores the full state at ``step`` into the structure and shardings of ``state_template``.
+
+        The two non-finite policies restore each other's checkpoints: a state saved without
+        ``optax.apply_if_finite`` (``train.on_nonfinite='stop'``) restores into a wrapped template
+        (``'skip'``) with fresh skip counters, and a wrapped state into a plain template without them.
+        """
+        template = _as_tree(state_template)
+        target, convert = template, None
+        stored_opt = self._stored_opt_state(step)
+        if isinstance(template, dict) and "opt_state" in template and stored_opt is not None:
+            ours, theirs = _is_nonfinite_wrapper(template["opt_state"]), _is_nonfinite_wrapper(stored_opt)
+            if ours and not theirs:
+                target, convert = {**template, "opt_state": template["opt_state"]["inner_state"]}, "wrap"
+            elif theirs and not ours:
+                target, convert = {**template, "opt_state": {"inner_state": template["opt_state"]}}, "unwrap"
+        target = _abstract(target)
         items = {"state": ocp.args.PyTreeRestore(
-            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target))}
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=convert == "unwrap")}
         if data_iterator is not None:
             import grain.checkpoint as grain_checkpoint  # pylint: disable=g-import-not-at-top
 
             items["data"] = grain_checkpoint.CheckpointRestore(data_iterator)
-        restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
-        return flax.serialization.from_state_dict(state_template, restored["state"])
+        restored = dict(self._manager.restore(int(step), args=ocp.args.Composite(**items))["state"])
+        if convert == "wrap":
+            restored["opt_state"] = {**_fresh_counters(template["opt_state"]), "inner_state": restored["opt_state"]}
+            logging.info("step %d was saved without the non-finite skip wrapper: its skip counters start at 0", step)
+        elif convert == "unwrap":
+            restored["opt_state"] = restored["opt_state"]["inner_state"]
+            logging.info("step %d was saved with the non-finite skip wrapper: its skip counters are dropped", step)
+        return flax.serialization.from_state_dict(state_template, restored)
+
+    def _stored_opt_state(self, step: int) -> Any:
+        """The saved optimizer-state metadata tree of ``step``, or None when it cannot be read."""
+        try:
+            return stored_tree(self.directory / str(step) / "state").get("opt_state")
+        except Exception:  # pylint: disable=broad-except  (a damaged checkpoint: the restore itself reports it)
+            return None
 
     def restore_latest(self, state_template: PyTree, data_iterator: Any = None) -> tuple[PyTree, int] | None:
         """Restores the newest checkpoint that restores cleanly, newest first; None when there is none.
@@ -139,7 +273,7 @@ class Checkpointer:
                                 self.directory, step, failed[-1][1])
                 continue
             if failed:
-                self._move_aside([bad for bad, _ in failed])
+                self.move_aside([bad for bad, _ in failed], UNRESTORABLE_SUFFIX)
             return restored, step
         if failed:
             raise CheckpointRestoreError(
@@ -148,25 +282,43 @@ class Checkpointer:
                 + "\n  ".join(f"step {step}: {error[:500]}" for step, error in failed))
         return None
 
-    def _move_aside(self, steps: Sequence[int]) -> None:
-        """Renames the step directories to ``<step>.unrestorable-<time>`` (ignored by Orbax) and reloads."""
+    def move_aside(self, steps: Sequence[int], label: str = UNRESTORABLE_SUFFIX) -> str:
+        """Renames the step directories to ``<step><label>-<time>`` (ignored by Orbax, kept for inspection)
+        and reloads; every process must call it. Returns the suffix used."""
         self.wait()
-        suffix = f"{UNRESTORABLE_SUFFIX}-{int(time.time())}"
+        suffix = f"{label}-{int(time.time())}"
         if jax.process_index() == 0:
             for step in steps:
                 target = self.directory / f"{step}{suffix}"
                 (self.directory / str(step)).rename(target)
-                logging.warning("moved the unrestorable checkpoint %s/%d aside to %s", self.directory, step, target)
+                logging.warning("moved the checkpoint %s/%d aside to %s", self.directory, step, target)
         ocp.multihost.sync_global_processes("bert_jax_checkpoint_move_aside")
         self._manager.reload()
+        return suffix
 
     def wait(self) -> None:
-        """Blocks until an asynchronous save has finished."""
-        self._manager.wait_until_finished()
+        """Blocks until an asynchronous save has finished.
+
+        Raises:
+          DiskFullError: that save ran out of space.
+        """
+        if self._failed:
+            return
+        if self._in_flight is None:
+            return
+        with self._reporting_disk_full(*self._in_flight):
+            self._manager.wait_until_finished()
+        self._in_flight = None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Finishes the pending save and closes; after a ``DiskFullError`` it closes without raising again."""
+        try:
+            self.wait()
+            self._manager.close()
+        except Exception:  # pylint: disable=broad-except
+            if not self._failed:
+                raise
+            logging.debug("closing after a failed save", exc_info=True)
 
 
 def find_checkpoint_dir(path: str | os.PathLike) -> tuple[epath.Path, int] | None:

@@ -22,6 +22,8 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+# ``attention_impl`` values; ``bert_jax.attention`` says what each runs (None is "auto").
+ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -47,7 +49,10 @@ class ModelConfig:
       param_dtype: parameter dtype name (``"float32"``).
       scan_layers: run the layer stack with ``nn.scan`` (one compiled layer; faster compiles).
       remat: rematerialise each layer's activations in the backward pass (saves memory).
-      attention_impl: ``None`` lets ``jax.nn.dot_product_attention`` choose; ``"xla"`` or ``"cudnn"``.
+      attention_impl: the attention implementation asked for (``bert_jax.attention``): ``None``/``"auto"``
+        or ``"fused"`` (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, or
+        ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
+        runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
     """
 
     vocab_size: int = 30522
@@ -75,6 +80,8 @@ class ModelConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"model.hidden_act={self.hidden_act!r}; expected one of {ACTIVATIONS}")
+        if self.attention_impl is not None and self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"model.attention_impl={self.attention_impl!r}; expected None or one of {ATTENTION_IMPLS}")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
@@ -115,7 +122,7 @@ class ModelConfig:
         return self.num_layers * (attention + ffn)
 
     def train_flops_per_token(self, seq_len: int, max_predictions: int) -> float:
-        """Matmul FLOPs per token for forward + backward (the formula in REFERENCE.md).
+        """Matmul FLOPs per token for forward + backward (docs/benchmarks.md, "FLOPs and MFU").
 
         6 x non-embedding params + 12 x layers x seq x hidden (attention scores and values) + the
         masked-position MLM head (transform and vocabulary projection) for ``max_predictions`` per

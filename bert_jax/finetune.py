@@ -85,32 +85,22 @@ def reader_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def validate(config: ml_collections.ConfigDict, model_config: ModelConfig, tokenizer_vocab_size: int,
              num_devices: int) -> None:
     """Checks a fine-tuning config before anything compiles; raises ``ConfigError`` listing every problem."""
-    problems = []
     train, data = config.train, config.data
-    if data.max_seq_length > model_config.max_position_embeddings:
-        problems.append(f"data.max_seq_length={data.max_seq_length} exceeds the model's max_position_embeddings="
-                        f"{model_config.max_position_embeddings}")
+    problems = run_config.range_problems(config) or run_config.shared_problems(config, model_config, num_devices)
     if tokenizer_vocab_size > model_config.vocab_size:
         problems.append(f"the tokenizer has {tokenizer_vocab_size} tokens but the model only {model_config.vocab_size}")
+    ways = 1
     try:
         ways = run_config.data_parallel_size(config, num_devices)
-    except ValueError as error:
-        problems.append(f"sharding.mesh does not fit the {num_devices} devices: {error}")
-        ways = 1
-    accum = max(1, int(train.grad_accum_steps))
-    for name, size in (("train.batch_size", train.batch_size // accum),
-                       ("train.eval_batch_size", train.eval_batch_size)):
-        if size < 1 or size % ways:
-            problems.append(f"{name}={size} (per micro-batch) must be a positive multiple of the {ways} "
-                            "data-parallel devices (sharding.mesh data x fsdp)")
-    if train.batch_size % accum:
-        problems.append(f"train.batch_size={train.batch_size} is not divisible by grad_accum_steps={accum}")
+    except ValueError:
+        pass  # reported by shared_problems
+    if train.eval_batch_size < 1 or train.eval_batch_size % ways:
+        problems.append(f"train.eval_batch_size={train.eval_batch_size} must be a positive multiple of the {ways} "
+                        "data-parallel devices (sharding.mesh data x fsdp)")
     if train.num_steps < 0 or (train.num_steps == 0 and train.num_epochs <= 0):
         problems.append("set train.num_epochs > 0 or train.num_steps > 0")
     if not 0 <= train.warmup_fraction < 1:
         problems.append(f"train.warmup_fraction={train.warmup_fraction} must be in [0, 1)")
-    if train.checkpoint_every % train.log_every:
-        problems.append(f"train.checkpoint_every={train.checkpoint_every} must be a multiple of train.log_every")
     if data.kfold == 1 or data.kfold < 0:
         problems.append(f"data.kfold={data.kfold}: use 0 (no cross-validation) or >= 2 folds")
     if split_file(config, data.train_split) and not config.task.name.startswith("local_text"):

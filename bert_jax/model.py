@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import attention
 from bert_jax.config import ModelConfig
 
 Array = jax.Array
@@ -37,8 +38,6 @@ VOCAB, EMBED, MLP, HEADS, KV, POSITION, TYPE_VOCAB, LAYERS, CLASSES = (
 # Logical axis names of activations (kept distinct so a rule can shard a weight and not its activation).
 ACT_BATCH, ACT_LENGTH, ACT_EMBED, ACT_MLP, ACT_HEADS, ACT_KV, ACT_VOCAB = (
     "act_batch", "act_length", "act_embed", "act_mlp", "act_heads", "act_kv", "act_vocab")
-
-_NEG_INF = -1e9  # finite, so a fully masked row stays finite in every dtype
 
 
 def _init(config: ModelConfig, axes: tuple[str, ...]):
@@ -155,7 +154,11 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with the post-LN residual block around it."""
+    """Multi-head self-attention with the post-LN residual block around it.
+
+    The attention itself is ``bert_jax.attention``'s implementation that ``attention.select`` picks
+    for ``config.attention_impl`` and this call (training with attention dropout: ``"reference"``).
+    """
 
     config: ModelConfig
     deterministic: bool
@@ -169,25 +172,18 @@ class SelfAttention(nn.Module):
             _einsum(cfg, (cfg.hidden_size, heads, head_dim), "bsh,hnd->bsnd", qkv_axes, (HEADS, KV), name)(x)
             for name in ("query", "key", "value"))
         q, k, v = (nn.with_logical_constraint(t, (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV)) for t in (q, k, v))
-        if self.deterministic or cfg.attention_dropout == 0.0:
-            context = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
-        else:
-            context = self._attention_with_dropout(q, k, v, mask)
+        implementation = attention.select(cfg, self.deterministic)
+        dropout = None
+        if attention.needs_dropout(cfg, self.deterministic):
+            drop = nn.Dropout(cfg.attention_dropout)
+            dropout = lambda probs: drop(probs, deterministic=False)  # noqa: E731
+        context = attention.attend(implementation, q, k, v, mask, dropout)
         context = nn.with_logical_constraint(context, (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV))
         out = _einsum(cfg, (heads, head_dim, cfg.hidden_size), "bsnd,ndh->bsh", (HEADS, KV, EMBED), (EMBED,),
                       "output")(context)
         out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
         out = LayerNorm(cfg, name="layer_norm")(out + x)
         return nn.with_logical_constraint(out, (ACT_BATCH, ACT_LENGTH, ACT_EMBED))
-
-    def _attention_with_dropout(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
-        """Reference attention with dropout on the probabilities (training with attention dropout)."""
-        cfg = self.config
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k) / jnp.sqrt(cfg.head_dim).astype(q.dtype)
-        scores = jnp.where(mask, scores.astype(jnp.float32), _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=False)
-        return jnp.einsum("bnqk,bknd->bqnd", probs, v)
 
 
 class TransformerLayer(nn.Module):

@@ -13,7 +13,8 @@ import jax
 
 from bert_jax.config import ModelConfig
 
-# Dense bf16 peak FLOP/s per chip, matched as substrings of ``device.device_kind`` (REFERENCE.md).
+# Dense bf16 peak FLOP/s per chip, matched as substrings of ``device.device_kind`` (vendor
+# datasheets, without sparsity; docs/benchmarks.md, "FLOPs and MFU").
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("H200", 989e12),
     ("H100", 989e12),

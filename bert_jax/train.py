@@ -89,6 +89,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       the unigram baseline, whether SIGTERM stopped the run, and where checkpoints, logs and plot are.
     """
     train_cfg, data_cfg = config.train, config.data
+    run_config.precheck(config, workdir)  # ranges, workdir and sources: before anything is built
     tokenizer = distributed.primary_first(lambda: prepare_tokenizer(config), "preparing the tokenizer")
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
                         tokenizer_vocab_size=tokenizer.vocab_size)

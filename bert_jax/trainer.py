@@ -6,6 +6,13 @@ of ``bert_jax.checkpoint``; ``fit(train_iter, evaluate)`` runs the loop: train s
 (``metrics.jsonl``, TensorBoard, progress bar), periodic evaluation, periodic and final checkpoints,
 SIGTERM handling and the non-finite loss policy. Pretraining (``bert_jax.train``) and fine-tuning use it
 with their own data and evaluation.
+
+Non-finite losses: with ``train.on_nonfinite='stop'`` the run stops at the first non-finite loss ``s``
+naming the newest checkpoint at or before ``s - 2`` (checkpoint ``s - 1``'s parameters gave that loss;
+it and any newer one are moved aside to ``<step>.nonfinite-<time>``, so rerunning resumes from the good
+one). ``'skip'`` skips such updates (``optax.apply_if_finite``); either policy resumes the other's
+checkpoints (``Checkpointer.restore``). A checkpoint that does not fit on the disk stops the run with one
+``checkpoint.DiskFullError`` line; earlier checkpoints stay intact.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import logs, optim, perf, sharding, steps
+from bert_jax import attention, logs, perf, sharding, step_builder
 from bert_jax.tasks.base import Task
 
 Evaluate = Callable[[Any], dict[str, float]]  # params -> metric means
@@ -108,9 +115,12 @@ class Trainer:
     """Sharded state, restore, loop, logs and checkpoints for one task.
 
     Attributes:
+      builder: the ``step_builder.StepBuilder`` (task, optimizer, mesh, state layout, jitted steps); the
+        AOT check and the step benchmark compile the same ``builder.train_step``.
       mesh, rules: the device mesh and logical-axis rules.
       optimizer, schedule: the optax transformation and its learning-rate schedule.
       state, state_shardings: the (sharded) ``steps.TrainState`` and its shardings.
+      train_fn, eval_fn: the jitted train and eval steps.
       checkpointer: ``<workdir>/checkpoints``.
       writer: the metrics writer (``metrics.jsonl`` + TensorBoard) of the primary process.
     """
@@ -129,20 +139,20 @@ class Trainer:
         self.config, self.task, self.workdir = config, task, workdir
         self.train_cfg = config.train
         self.primary = jax.process_index() == 0
-        self.mesh = sharding.make_mesh(config.sharding.mesh)
-        self.rules = config.sharding.rules
-        opt_cfg = ml_collections.ConfigDict(config.optimizer)
-        opt_cfg.skip_nonfinite = bool(opt_cfg.get("skip_nonfinite")) or self.train_cfg.on_nonfinite == "skip"
-        self.optimizer, self.schedule = optim.make_optimizer(opt_cfg), optim.make_schedule(opt_cfg)
-        self.state, self.state_shardings = steps.create_train_state(
-            task, self.optimizer, self.mesh, self.rules, self.train_cfg.seed, batch_size=1, seq_len=seq_len)
+        self.builder = step_builder.from_config(config, task, seq_len=seq_len)
+        if getattr(task, "model_config", None) is not None:
+            logging.info("%s", attention.describe(task.model_config))
+        self.mesh, self.rules = self.builder.mesh, self.builder.rules
+        self.optimizer, self.schedule = self.builder.optimizer, self.builder.schedule
+        self.state_shardings = self.builder.state_shardings
+        self.state = self.builder.init_state(self.train_cfg.seed)
+        self.train_fn, self.eval_fn = self.builder.train_step, self.builder.eval_step
         self.tokens_per_step = self.train_cfg.batch_size * seq_len
         self.flops_per_token = flops_per_token
         self.checkpointer = checkpoint_lib.Checkpointer(
             os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR), save_every=self.train_cfg.checkpoint_every,
             keep=self.train_cfg.keep_checkpoints, async_save=self.train_cfg.async_checkpoint)
         self.writer = logs.MetricWriter(workdir, enabled=self.primary, tensorboard=self.train_cfg.tensorboard)
-        self.eval_fn = steps.jit_eval_step(self.state_shardings.params, self.mesh, self.rules, task=task)
 
     def restore(self, data_iterator: Any = None, *, drop_heads=(), import_hf=None) -> str:
         """Applies the restore order (``bert_jax.checkpoint``); returns which rule applied."""
@@ -162,17 +172,32 @@ class Trainer:
         return self.task.summarize(jax.device_get(totals))
 
     def _check_finite(self, window: _Window) -> None:
-        """Raises NonFiniteLossError naming the first bad step and the checkpoint to resume from."""
+        """Raises NonFiniteLossError naming the first bad step and a checkpoint that does not reproduce it.
+
+        Step ``s``'s loss is computed from the parameters after step ``s - 1``, so when it is the first
+        non-finite loss, checkpoint ``s - 1`` holds parameters that give it again: the checkpoint to
+        resume from is the newest one at or before ``s - 2`` (finite parameters whose next loss, at most
+        step ``s - 1``, was finite). Newer ones are moved aside (``<step>.nonfinite-<time>``, kept), so
+        rerunning the same command resumes from it.
+        """
         for offset, metrics in enumerate(jax.device_get(window.metrics)):
             loss = float(self.task.loss_from_sums(metrics))
             if not math.isfinite(loss):
                 step = window.first_step + offset + 1
                 self.checkpointer.wait()  # name a finalised checkpoint, not one still being written
-                latest = self.checkpointer.latest_step()
-                where = f"{self.checkpointer.directory}/{latest}" if latest is not None else "none yet"
+                saved = self.checkpointer.all_steps()
+                good = [c for c in saved if c <= step - 2]
+                bad = [c for c in saved if c > step - 2]
+                moved = ""
+                if bad:
+                    suffix = self.checkpointer.move_aside(bad, checkpoint_lib.NONFINITE_SUFFIX)
+                    moved = (f" (checkpoint{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}, whose "
+                             f"parameters give this loss, moved aside to <step>{suffix})")
+                where = (f"{self.checkpointer.directory}/{good[-1]} (its next loss, at step {good[-1] + 1}, was "
+                         "finite)") if good else "none yet"
                 raise NonFiniteLossError(
-                    f"loss is {loss} at step {step}; last good checkpoint: {where}. Lower the learning rate or "
-                    "set --config.train.on_nonfinite=skip, then rerun the same command to resume from it.")
+                    f"loss is {loss} at step {step}; last good checkpoint: {where}{moved}. Lower the learning rate "
+                    "or set --config.train.on_nonfinite=skip, then rerun the same command to resume from it.")
 
     def _log_window(self, window: _Window, step: int, progress: logs.Progress) -> None:
         if self.train_cfg.on_nonfinite == "stop":
@@ -202,9 +227,7 @@ class Trainer:
         """
         cfg = self.train_cfg
         data_iterator = train_iter if hasattr(train_iter, "get_state") else None
-        train_fn = steps.jit_configured_train_step(
-            self.state_shardings, self.mesh, self.rules, task=self.task, optimizer=self.optimizer,
-            schedule=self.schedule, grad_accum_steps=cfg.grad_accum_steps)
+        train_fn = self.train_fn
         step = int(jax.device_get(self.state.step))
         progress = logs.Progress(cfg.num_steps, step, enabled=self.primary and cfg.progress_bar)
         window, eval_metrics, preempted = _Window(step), {}, False

@@ -12,11 +12,13 @@ import subprocess
 import sys
 
 import jax
+import optax
 import pytest
 
-from bert_jax import aot, optim, run_config, sharding, steps
+from bert_jax import aot, optim, run_config, sharding, step_builder, steps
 from bert_jax.config import ModelConfig
 from bert_jax.tasks.pretraining import PretrainingTask
+from bert_jax.trainer import Trainer
 from configs import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +96,25 @@ def test_compiles_base_on_a_mixed_mesh_and_reports_memory():
     assert report.model_flops_per_device == pytest.approx(
         ModelConfig.from_size("base").train_flops_per_token(128, 20) * tokens_per_device)
     assert "FITS" in aot.format_report(report) and "mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in aot.format_report(report)
+
+
+@pytest.mark.parametrize("on_nonfinite, grad_accum_steps", [("skip", 1), ("stop", 2)])
+def test_aot_lowers_exactly_the_step_the_trainer_trains(tmp_path, on_nonfinite, grad_accum_steps):
+    config = pretrain.get_config("size=tiny,phase=1")
+    config.train.batch_size, config.data.max_seq_length, config.data.max_predictions_per_seq = 16, 32, 5
+    config.train.on_nonfinite, config.train.grad_accum_steps = on_nonfinite, grad_accum_steps
+    config.sharding.mesh.data, config.sharding.mesh.fsdp = 2, -1
+    trainer = Trainer(config, step_builder.task_from_config(config), str(tmp_path), seq_len=32)
+    try:
+        batch = trainer.builder.abstract_batch(16)
+        trained = trainer.train_fn.lower(trainer.state, batch).as_text()
+        builder, lowered = aot.lower_train_step(config, jax.devices())
+    finally:
+        trainer.close()
+    assert jax.tree.structure(builder.abstract_state) == jax.tree.structure(trainer.state)
+    wrapped = isinstance(trainer.state.opt_state, optax.ApplyIfFiniteState)
+    assert wrapped == (on_nonfinite == "skip")
+    assert lowered.as_text() == trained
 
 
 @pytest.mark.parametrize("mesh, message", [

@@ -1,7 +1,7 @@
 """Smoke test of the pretraining-step benchmark (bench/bench_step.py, bench/step_runners.py): tiny BERT, two timed steps.
 
 No timing is asserted: the records must be complete and finite, the losses those of an untrained BERT,
-the random batch a realistic contract batch, and FLOPs/token the formula of REFERENCE.md computed from
+the random batch a realistic contract batch, and FLOPs/token the formula of docs/benchmarks.md computed from
 the parameters the model really has.
 """
 

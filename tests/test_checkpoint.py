@@ -8,8 +8,10 @@ checkpoint, which one of this run / ``init_from`` wins) behave as documented.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
+import re
 
 import grain
 import jax
@@ -213,8 +215,8 @@ def test_restore_order_this_run_first_then_init_from(setup, tmp_path):
 def test_auto_mode_takes_params_only_when_the_optimizer_state_differs(setup, tmp_path):
     task, state = setup["task"], _other(setup["state"])
     _checkpointer(tmp_path / "init").save(7, state)
-    skipping = _optimizer(skip_nonfinite=True)  # wraps the optimizer state in apply_if_finite's
-    template, _ = steps.create_train_state(task, skipping, setup["mesh"], sharding.DEFAULT_RULES, 1, 1, 8)
+    lamb = _optimizer(name="lamb")  # another optimizer state (the non-finite wrapper converts: see below)
+    template, _ = steps.create_train_state(task, lamb, setup["mesh"], sharding.DEFAULT_RULES, 1, 1, 8)
     own = _checkpointer(tmp_path / "run")
     restored, how = checkpoint.restore_or_initialize(own, template, init_from=str(tmp_path / "init"))
     assert how == f"params from {tmp_path}/init/7"
@@ -222,3 +224,72 @@ def test_auto_mode_takes_params_only_when_the_optimizer_state_differs(setup, tmp
     assert int(restored.step) == 0 and checkpoint.tree_equal(restored.opt_state, template.opt_state)
     with pytest.raises(ValueError, match="the full state does not match this run"):
         checkpoint.restore_or_initialize(own, template, init_from=str(tmp_path / "init"), init_mode="full")
+
+
+def test_stop_and_skip_policies_restore_each_other_s_checkpoints(setup, tmp_path):
+    """``train.on_nonfinite='skip'`` wraps the optimizer in ``optax.apply_if_finite``; a run that switches
+    policy resumes the other one's checkpoint: params and moments exact, skip counters fresh or dropped."""
+    import optax
+
+    mesh, task = setup["mesh"], setup["task"]
+    skipping = _optimizer(skip_nonfinite=True)
+    wrapped, _ = steps.create_train_state(task, skipping, mesh, sharding.DEFAULT_RULES, 1, 1, 8)
+    wrapped = _other(wrapped)
+    wrapped = wrapped.replace(opt_state=wrapped.opt_state._replace(
+        notfinite_count=wrapped.opt_state.notfinite_count + 2, total_notfinite=wrapped.opt_state.total_notfinite + 3))
+    plain = _other(setup["state"])
+    _checkpointer(tmp_path / "stop").save(1, plain)
+    _checkpointer(tmp_path / "skip").save(1, wrapped)
+
+    fresh_wrapped, _ = steps.create_train_state(task, skipping, mesh, sharding.DEFAULT_RULES, 0, 1, 8)
+    into_skip = _checkpointer(tmp_path / "stop").restore(1, fresh_wrapped)
+    assert isinstance(into_skip.opt_state, optax.ApplyIfFiniteState)
+    assert checkpoint.tree_equal(into_skip.params, plain.params)
+    assert checkpoint.tree_equal(into_skip.opt_state.inner_state, plain.opt_state)
+    assert int(into_skip.opt_state.total_notfinite) == 0 and bool(into_skip.opt_state.last_finite)
+    assert into_skip.opt_state.notfinite_count.sharding == fresh_wrapped.opt_state.notfinite_count.sharding
+
+    into_stop = _checkpointer(tmp_path / "skip").restore(1, setup["state"])
+    assert jax.tree.structure(into_stop) == jax.tree.structure(setup["state"])
+    assert checkpoint.tree_equal(into_stop.opt_state, wrapped.opt_state.inner_state)
+    assert checkpoint.tree_equal(into_stop.params, wrapped.params) and int(into_stop.step) == int(wrapped.step)
+
+
+def test_too_little_free_space_is_one_line_naming_the_directory_and_the_space_needed(setup, tmp_path, monkeypatch):
+    saver = _checkpointer(tmp_path, async_save=True)
+    saver.save(1, setup["state"])
+    needed = checkpoint.tree_bytes(setup["state"])
+    real_usage = checkpoint.shutil.disk_usage
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda path: real_usage(path)._replace(free=needed // 2))
+    with pytest.raises(checkpoint.DiskFullError) as raised:
+        saver.save(2, _other(setup["state"]))
+    message = str(raised.value)
+    assert "\n" not in message and raised.value.__suppress_context__
+    assert re.search(rf"no space left in {re.escape(str(tmp_path))} for the checkpoint of step 2: it needs about "
+                     rf"{(needed + 16 * 2**20) / 2**30:.3f} GiB, {needed // 2 / 2**30:.3f} GiB free; checkpoints 1 "
+                     r"are intact\. Free some space", message), message
+    saver.close()  # quietly, after the failure
+    monkeypatch.undo()
+    reopened = _checkpointer(tmp_path)
+    assert reopened.all_steps() == [1]
+    assert checkpoint.tree_equal(reopened.restore(1, setup["state"]), setup["state"])
+
+
+def test_out_of_space_in_an_asynchronous_write_is_reported_for_its_step_when_awaited(setup, tmp_path, monkeypatch):
+    saver = _checkpointer(tmp_path, async_save=True)
+    saver.save(1, setup["state"])
+    saver.wait()
+    saver.save(2, _other(setup["state"]))
+
+    def out_of_space():  # as Orbax's background commit reports a failed tensorstore write
+        raise ExceptionGroup("async save failed", [RuntimeError("commit failed")]) from OSError(
+            errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saver._manager, "wait_until_finished", out_of_space)
+    with pytest.raises(checkpoint.DiskFullError, match=r"for the checkpoint of step 2: it needs about [\d.]+ GiB, "
+                       r"[\d.]+ GiB free; checkpoints 1(, 2)? are intact"):
+        saver.save(4, setup["state"], force=True)
+    monkeypatch.undo()
+    saver.close()
+    assert _checkpointer(tmp_path).all_steps()[0] == 1

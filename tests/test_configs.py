@@ -180,3 +180,82 @@ def test_saved_config_reads_back(tmp_path):
     assert path == str(tmp_path / "config.json")
     saved = run_config.load_saved_config(str(tmp_path))
     assert saved["train"]["num_steps"] == 7 and saved["model"] == dict(config.model)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.batch_size": 0}, r"train.batch_size=0 must be >= 1"),
+    ({"train.batch_size": -8}, r"train.batch_size=-8 must be >= 1"),
+    ({"train.grad_accum_steps": 0}, r"train.grad_accum_steps=0 must be >= 1"),
+    ({"train.keep_checkpoints": 0}, r"train.keep_checkpoints=0 must be >= 1"),
+    ({"optimizer.learning_rate": 0.0}, r"optimizer.learning_rate=0.0 must be > 0.0"),
+    ({"optimizer.learning_rate": -1e-4}, r"optimizer.learning_rate=-0.0001 must be > 0.0"),
+    ({"optimizer.warmup_steps": -1}, r"optimizer.warmup_steps=-1 must be >= 0"),
+    ({"optimizer.warmup_steps": 2000}, r"optimizer.warmup_steps=2000 must be < optimizer.total_steps=1500"),
+    ({"optimizer.total_steps": 0}, r"optimizer.total_steps=0 must be >= 1"),
+    ({"optimizer.b2": 1.0}, r"optimizer.b2=1.0 must be in \[0.0, 1.0\)"),
+    ({"optimizer.end_lr_fraction": 1.5}, r"optimizer.end_lr_fraction=1.5 must be in \[0.0, 1.0\]"),
+    ({"data.max_seq_length": 0}, r"data.max_seq_length=0 must be >= 1"),
+    ({"data.masked_lm_prob": 0.0}, r"data.masked_lm_prob=0.0 must be in \(0.0, 1.0\]"),
+    ({"data.masked_lm_prob": 1.5}, r"data.masked_lm_prob=1.5 must be in \(0.0, 1.0\]"),
+    ({"data.short_seq_prob": -0.1}, r"data.short_seq_prob=-0.1 must be in \[0.0, 1.0\]"),
+    ({"data.dupe_factor": 0}, r"data.dupe_factor=0 must be >= 1"),
+    ({"model.hidden_dropout": 1.0}, r"model.hidden_dropout=1.0 must be in \[0.0, 1.0\)"),
+    ({"model.attention_dropout": -0.1}, r"model.attention_dropout=-0.1 must be in \[0.0, 1.0\)"),
+    ({"model.num_heads": 0}, r"model.num_heads=0 must be >= 1"),  # ModelConfig would divide by it
+    ({"model.layer_norm_eps": 0.0}, r"model.layer_norm_eps=0.0 must be > 0.0"),
+])
+def test_out_of_range_values_are_refused_naming_the_field_and_the_range(overrides, message):
+    with pytest.raises(run_config.ConfigError, match=message):
+        validate(_demo(**overrides))
+    with pytest.raises(run_config.ConfigError, match=message):  # and first thing in a run
+        run_config.precheck(_demo(**overrides), "/tmp")
+
+
+def test_source_ranges_name_the_source():
+    config = _demo()
+    config.data.sources = [dict(config.data.sources[0], eval_fraction=1.0), dict(config.data.sources[0], weight=0)]
+    with pytest.raises(run_config.ConfigError) as error:
+        validate(config)
+    assert "data.sources[0].eval_fraction=1.0 must be in [0.0, 1.0)" in str(error.value)
+    assert "data.sources[1].weight=0 must be > 0.0" in str(error.value)
+
+
+def test_unwritable_workdir_and_missing_source_are_refused_before_anything_is_built(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    config = _demo()
+    config.data.sources = [dict(config.data.sources[0], dump_path=str(tmp_path / "missing.xml.bz2"), prepare=True)]
+    with pytest.raises(run_config.ConfigError) as error:
+        run_config.precheck(config, str(blocker / "run"))
+    lines = str(error.value).splitlines()[1:]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"  - --workdir={blocker / 'run'} is not a writable directory: ")
+    assert lines[1] == f"  - data.sources[0].dump_path={tmp_path / 'missing.xml.bz2'}: no such file or directory"
+    run_config.precheck(_demo(), str(tmp_path / "fine"))  # a good config passes and its workdir exists
+    assert (tmp_path / "fine").is_dir()
+
+
+def test_a_run_with_batch_size_zero_stops_before_its_tokenizer_and_model(tmp_path):
+    from bert_jax import train
+
+    config = _demo(**{"train.batch_size": 0, "tokenizer.vocab_file": str(tmp_path / "absent_vocab.txt"),
+                      "tokenizer.build_if_missing": False})
+    with pytest.raises(run_config.ConfigError, match=r"train.batch_size=0 must be >= 1"):
+        train.run(config, str(tmp_path / "run"))
+
+
+def test_finetune_validation_shares_the_pretraining_checks():
+    from bert_jax import finetune
+    from bert_jax.config import ModelConfig
+
+    config = load_config("configs/finetune_glue.py")
+    config.update_from_flattened_dict({"data.max_seq_length": 512, "train.checkpoint_every": 75,
+                                       "train.batch_size": 12})
+    model = ModelConfig.from_size("tiny", max_position_embeddings=128)
+    with pytest.raises(run_config.ConfigError) as error:
+        finetune.validate(config, model, tokenizer_vocab_size=100, num_devices=8)
+    shared = run_config.shared_problems(config, model, 8)
+    assert len(shared) == 3 and all(problem in str(error.value) for problem in shared)
+    config.optimizer.learning_rate = 0.0
+    with pytest.raises(run_config.ConfigError, match=r"optimizer.learning_rate=0.0 must be > 0.0"):
+        finetune.validate(config, model, tokenizer_vocab_size=100, num_devices=8)

@@ -12,7 +12,7 @@ import pytest
 from bert_jax import optim, sharding, steps
 from bert_jax.config import ModelConfig
 from bert_jax.tasks.pretraining import PretrainingTask
-from tests.test_pretraining_task import random_pretraining_batch
+from tests.helpers import random_pretraining_batch
 
 VOCAB, BATCH, SEQ, PREDICTIONS = 1000, 16, 32, 5
 CONFIG = ModelConfig.from_size("tiny", vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0)

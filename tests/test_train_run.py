@@ -38,7 +38,7 @@ from data_pipelines import vocab_training
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12  # the reference run's length; checkpoints every 2 steps, evaluations every 4
 TIMING_FIELDS = ("tokens_per_second", "steps_per_second", "mfu")
-SUBPROCESS_TIMEOUT_S = 300
+SUBPROCESS_TIMEOUT_S = int(os.environ.get("TEST_SUBPROCESS_TIMEOUT_S", "300"))  # raise on a loaded machine
 
 
 def tiny_overrides(vocab_file: str, source_spec: dict) -> dict:
@@ -418,9 +418,37 @@ EXPLOSIVE_FLAGS = ("--config.optimizer.learning_rate=1e30", "--config.optimizer.
 
 def test_nonfinite_loss_stops_naming_the_step_and_the_checkpoint(runs, tmp_path):
     output = runs.finish(*runs.start(tmp_path, *EXPLOSIVE_FLAGS), expect_rc=1)
-    assert re.search(rf"NonFiniteLossError: loss is (nan|inf) at step 2; last good checkpoint: {tmp_path}/checkpoints/1\. "
-                     r"Lower the learning rate or set --config.train.on_nonfinite=skip", output), output[-3000:]
-    assert finalised_steps(tmp_path) == [1]
+    # Step 2's loss comes from checkpoint 1's parameters: that checkpoint would give it again.
+    assert re.search(r"NonFiniteLossError: loss is (nan|inf) at step 2; last good checkpoint: none yet \(checkpoint 1, "
+                     r"whose parameters give this loss, moved aside to <step>\.nonfinite-\d+\)\. Lower the learning "
+                     r"rate or set --config.train.on_nonfinite=skip", output), output[-3000:]
+    assert finalised_steps(tmp_path) == []
+    assert [p.name.split(".")[0] for p in (tmp_path / "checkpoints").glob("*.nonfinite-*")] == ["1"]
+
+
+# The audit's repro: warmup towards a learning rate of 1e6 makes the loss non-finite a few steps in.
+WARMUP_EXPLOSION_FLAGS = ("--config.optimizer.learning_rate=1e6", "--config.optimizer.warmup_steps=10",
+                          "--config.train.num_steps=10", "--config.train.checkpoint_every=1",
+                          "--config.train.eval_every=0")
+
+
+def test_nonfinite_stop_names_a_checkpoint_whose_next_loss_was_finite_and_skip_resumes_it(runs, tmp_path):
+    output = runs.finish(*runs.start(tmp_path, *WARMUP_EXPLOSION_FLAGS), expect_rc=1)
+    found = re.search(r"loss is (?:nan|inf) at step (\d+); last good checkpoint: \S+/checkpoints/(\d+) \(its next "
+                      r"loss, at step (\d+), was finite\)", output)
+    assert found, output[-3000:]
+    bad_step, good, next_step = (int(g) for g in found.groups())
+    assert good == bad_step - 2 and next_step == good + 1
+    stopped = {r["step"]: r["loss"] for r in logs.read_metrics(tmp_path) if r["split"] == "train"}
+    assert sorted(stopped) == list(range(1, bad_step)) and all(np.isfinite(list(stopped.values())))
+    assert finalised_steps(tmp_path)[-1] == good  # the rerun resumes from it
+    # The other policy restores the stop policy's checkpoint (same train state, wrapped optimizer state).
+    runs.run(tmp_path, *WARMUP_EXPLOSION_FLAGS, "--config.train.on_nonfinite=skip",
+             "--config.optimizer.max_consecutive_nonfinite=1000")
+    summary = final_summary(tmp_path)
+    assert summary["restored"].endswith(f"checkpoints/{good}") and summary["step"] == 10
+    resumed = [r for r in logs.read_metrics(tmp_path) if r["split"] == "train" and r["step"] == good + 1][-1]
+    assert np.isfinite(resumed["loss"]) and resumed["skipped"] == 0.0
 
 
 def test_nonfinite_loss_skip_keeps_parameters_finite_and_counts_the_skips(runs, tmp_path):

@@ -1,0 +1,94 @@
+"""Attention implementations by name, and the one function that picks one for a layer call.
+
+``ModelConfig.attention_impl`` asks for an implementation; ``select(config, deterministic)`` returns
+the one a call uses:
+
+* ``"reference"``: ``softmax(Q Kᵀ / sqrt(d) + mask) V`` written out with einsums, probabilities in
+  float32, optional dropout on them. It materialises the ``[B, N, S, S]`` scores and probabilities.
+* ``"fused"``: ``jax.nn.dot_product_attention`` with ``implementation=None``: JAX picks its cuDNN
+  kernel on GPUs where it applies, else XLA's.
+* ``"xla"``, ``"cudnn"``: ``jax.nn.dot_product_attention`` with that implementation forced.
+
+The fused kernels have no dropout on the attention probabilities, so a TRAINING call with
+``attention_dropout > 0`` (BERT's 0.1) runs ``"reference"`` whatever was asked; evaluation and
+dropout-free training run the fused kernel. ``attention_impl=None`` (or ``"auto"``) asks for
+``"fused"``; ``"reference"`` forces the einsum path everywhere. ``describe`` is the line the trainer logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from bert_jax.config import ATTENTION_IMPLS, ModelConfig
+
+Array = jax.Array
+
+REQUESTS = ATTENTION_IMPLS  # what ``ModelConfig.attention_impl`` may ask for (None is "auto")
+# Name -> ``jax.nn.dot_product_attention``'s ``implementation`` for the fused ones.
+_FUSED = {"fused": None, "xla": "xla", "cudnn": "cudnn"}
+_NEG_INF = -1e9  # finite, so a fully masked row stays finite in every dtype
+
+
+def requested(config: ModelConfig) -> str:
+    """The implementation ``config`` asks for (``None`` and ``"auto"`` mean ``"fused"``)."""
+    name = config.attention_impl or "auto"
+    return "fused" if name == "auto" else name
+
+
+def needs_dropout(config: ModelConfig, deterministic: bool) -> bool:
+    """Whether a call drops attention probabilities (training with ``attention_dropout > 0``)."""
+    return not deterministic and config.attention_dropout > 0.0
+
+
+def select(config: ModelConfig, deterministic: bool) -> str:
+    """The implementation a layer call runs: ``"reference"`` when it needs dropout, else the request."""
+    return "reference" if needs_dropout(config, deterministic) else requested(config)
+
+
+def describe(config: ModelConfig) -> str:
+    """One line saying which implementation training and evaluation use, and why."""
+    train, evaluate = select(config, deterministic=False), select(config, deterministic=True)
+    why = (f" (attention_dropout={config.attention_dropout}: the fused kernels have no dropout on the "
+           "probabilities, so training materialises [B, N, S, S])") if train != requested(config) else ""
+    return (f"attention: model.attention_impl={config.attention_impl!r}; training runs {train!r}{why}, "
+            f"evaluation runs {evaluate!r}")
+
+
+def reference_attention(q: Array, k: Array, v: Array, mask: Array,
+                        dropout: Callable[[Array], Array] | None = None) -> Array:
+    """Attention written out: scores and probabilities ``[B, N, S, S]`` (float32 softmax).
+
+    Args:
+      q, k, v: ``[B, S, N, D]`` in the compute dtype.
+      mask: boolean ``[B, 1, S, S]`` (True: attend).
+      dropout: applied to the probabilities (e.g. a bound ``nn.Dropout``), or None.
+
+    Returns:
+      The context ``[B, S, N, D]`` in the dtype of ``q``.
+    """
+    head_dim = q.shape[-1]
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+    scores = jnp.where(mask, scores.astype(jnp.float32), _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    if dropout is not None:
+        probs = dropout(probs)
+    return jnp.einsum("bnqk,bknd->bqnd", probs, v)
+
+
+def attend(name: str, q: Array, k: Array, v: Array, mask: Array,
+           dropout: Callable[[Array], Array] | None = None) -> Array:
+    """Runs implementation ``name`` (``select``'s answer) on ``[B, S, N, D]`` inputs; ``[B, S, N, D]`` out.
+
+    Raises:
+      ValueError: an unknown name, or ``dropout`` with a fused implementation.
+    """
+    if name == "reference":
+        return reference_attention(q, k, v, mask, dropout)
+    if name not in _FUSED:
+        raise ValueError(f"attention implementation {name!r}; expected one of {('reference', *_FUSED)}")
+    if dropout is not None:
+        raise ValueError(f"attention implementation {name!r} has no dropout on the probabilities; use 'reference'")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=_FUSED[name])
