@@ -23,6 +23,10 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
+# ModelConfig fields that describe how to run, not what was trained: a run's config.model sets them even
+# when the checkpoint it starts from names the architecture.
+RUNTIME_MODEL_FIELDS = ("dtype", "param_dtype", "hidden_dropout", "attention_dropout", "scan_layers", "remat",
+                        "attention_impl")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
