@@ -318,6 +318,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary = {
         "task": inputs.config.task.name,
         "kind": inputs.reader.kind,
+        "label_names": None if inputs.label_names is None else list(inputs.label_names),
         "init_from": inputs.config.train.init_from,
         "init_kind": source.kind,
         "seeds": inputs.seeds,

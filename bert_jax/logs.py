@@ -187,7 +187,7 @@ class Progress:
             self._bar.close()
 
 
-def _panels(records: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+def curve_panels(records: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """``(title, [(line label, split, key)])`` per panel: the loss (training and held-out), then the
     held-out metrics. Fine-tuning evals are keyed ``<split>/<metric>`` (several eval splits);
     pretraining evals share the training keys (``mlm_accuracy``)."""
@@ -221,7 +221,7 @@ def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-    panels = _panels(records)
+    panels = curve_panels(records)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels):
         for line_label, split, key in lines:

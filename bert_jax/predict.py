@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
 import jax
-import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import finetune, finetune_inputs, finetune_scoring, run_config, sharding
@@ -42,7 +41,7 @@ from bert_jax.config import ModelConfig
 from bert_jax.model import unbox
 from bert_jax.tasks import Benchmark, FinetuneTask, SplitData, finetune_task
 from data_pipelines import tokenizer as tokenizer_lib
-from data_pipelines.finetune import get_finetune_reader
+from data_pipelines.finetune import features, get_finetune_reader
 
 FORMATS = ("jsonl", "tsv")
 
@@ -196,12 +195,7 @@ def read_records(inputs: str | TextIO, fields: tuple[str, ...], input_format: st
         if input_format is None:
             input_format = "jsonl" if line.lstrip().startswith("{") else "tsv"
         if input_format == "jsonl":
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            record = features.parse_json_object(line, where)
         else:
             columns = line.split("\t")
             if fields[-1].endswith("s") and len(fields) > 1:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint, finetune, finetune_inputs, hf, metrics, optim, run_config, sharding, steps
+from bert_jax import checkpoint, finetune, finetune_inputs, hf, logs, metrics, optim, run_config, sharding, steps
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import Benchmark, finetune_task, get_task
 from bert_jax.tasks.pretraining import PretrainingTask
@@ -187,7 +187,7 @@ MNLI_ROWS = [
 ]
 
 
-def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pretraining_workdir, tmp_path):
+def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pretraining_workdir, tmp_path, capsys):
     def rows(labelled):
         return [[i, 100 + i, f"{100 + i}e", "fiction", "", "", "", "", a, b, *([label, label] if labelled else [])]
                 for i, (a, b, label) in enumerate(MNLI_ROWS)]
@@ -199,7 +199,15 @@ def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pr
         _write(f"{tmp_path}/glue/MNLI/{name}.tsv", _tsv(MNLI_HEADER, rows(False)))
     config = _small(finetune_glue.get_config("task=mnli"), pretraining_workdir[0], tmp_path / "glue")
     config.seeds = "0,1"
+    config.train.progress_bar = True
     summary = finetune.run(config, str(tmp_path / "mnli"))
+    printed = capsys.readouterr().err
+    for run in summary["runs"]:  # a bar per seed, named after it, and its result line as it finishes
+        accuracy = run["metrics"]["validation_matched"]["accuracy"]
+        assert f"seed_{run['seed']}:" in printed  # the bar's name
+        assert (f"seed_{run['seed']} done at step 1: validation_matched accuracy={accuracy:.4g}; "
+                "validation_mismatched accuracy=") in printed
+    assert printed.index("seed_0 done") < printed.index("seed_1:")  # seed 0's result before seed 1 trains
     assert [r["seed"] for r in summary["runs"]] == [0, 1]
     assert [os.path.basename(r["workdir"]) for r in summary["runs"]] == ["seed_0", "seed_1"]
     names = ["entailment", "neutral", "contradiction"]
@@ -227,6 +235,18 @@ def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pr
     assert stats["std"] == pytest.approx(np.std(values, ddof=1))
     with open(tmp_path / "mnli" / finetune.SUMMARY_FILE, encoding="utf-8") as f:
         assert json.load(f)["mean_std"] == summary["mean_std"]
+
+
+def test_curves_show_held_out_metrics_beside_the_training_loss():
+    records = [{"step": 1, "split": "train", "loss": 0.9}, {"step": 2, "split": "train", "loss": 0.7},
+               {"step": 2, "split": "eval", "dev/loss": 0.8, "dev/accuracy": 0.6, "dev/cross_entropy": 0.8,
+                "test/loss": 0.85, "test/accuracy": 0.55, "dev/f1": 0.5}]
+    panels = logs.curve_panels(records)
+    assert panels == [
+        ("loss", [("train", "train", "loss"), ("dev", "eval", "dev/loss"), ("test", "eval", "test/loss")]),
+        ("held-out accuracy", [("dev", "eval", "dev/accuracy"), ("test", "eval", "test/accuracy")]),
+        ("held-out f1", [("dev", "eval", "dev/f1")]),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,10 +9,9 @@ Entity-level F1 comes from the per-token predictions on the host (``conll.word_p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
-
-import os
 
 import flax.linen as nn
 import jax

@@ -270,13 +270,18 @@ def read_jsonl(path: str, encoding: str = "utf-8") -> Iterator[tuple[str, dict]]
         if not line.strip():
             continue
         where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        yield where, record
+        yield where, parse_json_object(line, where)
+
+
+def parse_json_object(line: str, where: str) -> dict:
+    """One JSON-lines line as a dict; ValueError naming ``where`` for invalid JSON or a non-object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def label_index(label: str, label_names: Sequence[str], where: str) -> int:
