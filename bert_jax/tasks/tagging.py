@@ -1,8 +1,9 @@
 """Token classification (CoNLL-2003 NER): one tag per word, predicted at the word's first sub-token.
 
 The head is dropout + a dense layer ``H -> num_labels`` on every position of the sequence output
-(``classifier``, :class:`bert_jax.heads.TokenClassifier`). The loss averages the cross-entropy over the positions with ``label_weights == 1``
-(each word's first sub-token); ``[CLS]``, ``[SEP]``, continuation pieces and padding carry none.
+(``classifier``, :class:`bert_jax.heads.TokenClassifier`). The loss averages the cross-entropy over
+the positions with ``label_weights == 1`` (each word's first sub-token); ``[CLS]``, ``[SEP]``,
+continuation pieces and padding carry none.
 Entity-level F1 comes from the per-token predictions on the host (``conll.word_predictions`` then
 ``bert_jax.metrics.entity_scores``).
 """
