@@ -25,6 +25,10 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 # ``attention_impl`` values; ``bert_jax.attention`` says what each runs (None is "auto").
 ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn")
 
+# ModelConfig fields that describe how to run, not what was trained: a run's config.model sets them even
+# when the checkpoint it starts from names the architecture.
+RUNTIME_MODEL_FIELDS = ("dtype", "param_dtype", "hidden_dropout", "attention_dropout", "scan_layers", "remat",
+                        "attention_impl")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 

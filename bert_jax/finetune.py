@@ -1,17 +1,19 @@
 """Fine-tuning: ``run(config, workdir)`` for GLUE, SQuAD, CoNLL-2003, SWAG and local text files.
 
-Order of work: where to start from (``init_from``: a pretraining workdir or checkpoint, a Hugging Face
-or exported directory, or nothing) -> the model config and tokenizer it implies -> the task's reader
-reads and featurises every split (bad rows, labels and answers fail here, before anything compiles)
--> per seed (and per cross-validation fold): ``Trainer`` with the task's head -> restore (the encoder
-from ``init_from``, the pretraining heads dropped, the task head fresh) -> ``Trainer.fit`` for
-``num_epochs`` worth of steps, evaluating with the benchmark's own metrics -> prediction files ->
-``finetune_summary.json``; over several seeds/folds the summary adds mean and std.
+Order of work: where to start from (``train.init_from``: a pretraining workdir or checkpoint, a Hugging
+Face or exported directory, or nothing) -> the model config and tokenizer it implies -> the inputs
+(``bert_jax/finetune_inputs.py``: the task's reader reads and featurises every split; bad rows, labels
+and answers fail here, before anything compiles) -> per seed (and per cross-validation fold):
+``Trainer`` with the task's head -> restore (the encoder from ``init_from``, the pretraining heads
+dropped, the task head fresh) -> ``Trainer.fit`` for ``num_epochs`` worth of steps, evaluating with
+the benchmark's own metrics (``bert_jax/finetune_scoring.py``; each task kind scores and writes its
+prediction files itself, ``bert_jax/tasks``) -> ``finetune_summary.json``; over several seeds/folds
+the summary adds mean and std. Each seed/fold shows a progress bar and prints its result as it ends.
 
 Layout of a workdir (one run; several seeds/folds each get ``seed_<s>/`` and ``fold_<k>/``)::
 
     <run>/checkpoints/...                 the trainer's (final checkpoint, resumable)
-    <run>/metrics.jsonl, tensorboard/     train and eval records
+    <run>/metrics.jsonl, tensorboard/     train and eval records; curves.png (loss and held-out metrics)
     <run>/predictions/<split>/            predictions.tsv | predictions.conll | SQuAD JSON files,
                                           GLUE submission files (MRPC.tsv, ...) for test splits
     <run>/finetune_summary.json           this run; <workdir>/finetune_summary.json: all runs + mean/std
@@ -20,66 +22,36 @@ Layout of a workdir (one run; several seeds/folds each get ``seed_<s>/`` and ``f
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import grain
 import jax
 import ml_collections
-import numpy as np
 from etils import epath
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import distributed, fileio, hf, logs, metrics, run_config, sharding, squad_decoding
-from bert_jax.config import ModelConfig
-from bert_jax.tasks import FinetuneTask, get_task
-from bert_jax.train import hf_importer
+from bert_jax import distributed, fileio, hf, logs, metrics, run_config
+from bert_jax.config import RUNTIME_MODEL_FIELDS, ModelConfig
+from bert_jax.finetune_inputs import RunInputs, num_train_steps, read_inputs, split_file, train_iterator
+from bert_jax.finetune_scoring import Evaluator
+from bert_jax.heads import PRETRAINING_HEADS
+from bert_jax.tasks import Benchmark, FinetuneTask, SplitData
+from bert_jax.train import hf_importer, tokenizer_spec
 from bert_jax.trainer import Trainer
 from data_pipelines import hf_tokenizer_files
+from configs.common import check_moved_fields
 from data_pipelines import tokenizer as tokenizer_lib
-from data_pipelines.finetune import FinetuneReader, conll, features, get_finetune_reader, glue, local_text, squad
 
 SUMMARY_FILE = "finetune_summary.json"
-PRETRAINING_HEADS = hf.PRETRAINING_HEADS
-# ModelConfig fields that describe how to run, not what was trained: config.model sets them even when
-# init_from names the architecture.
-RUNTIME_MODEL_FIELDS = ("dtype", "param_dtype", "hidden_dropout", "attention_dropout", "scan_layers", "remat",
-                        "attention_impl")
 
 
 class InputError(ValueError):
     """Bad input found before training (a config problem, a missing file, a malformed row, label or
     answer); the message names the field, file and line. Entry points print it without a traceback."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Config
-
-
-def _split_list(value: str) -> list[str]:
-    return [item.strip() for item in str(value).split(",") if item.strip()]
-
-
-def _int_list(value: str, field: str) -> list[int]:
-    try:
-        return [int(item) for item in _split_list(value)]
-    except ValueError:
-        raise run_config.ConfigError(f"{field}={value!r}: expected comma-separated integers") from None
-
-
-def reader_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``task.reader_options`` as keyword arguments (a comma-separated ``label_names`` becomes a tuple)."""
-    options = dict(config.task.reader_options)
-    if isinstance(options.get("label_names"), str):
-        options["label_names"] = tuple(_split_list(options["label_names"])) or None
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def validate(config: ml_collections.ConfigDict, model_config: ModelConfig, tokenizer_vocab_size: int,
@@ -134,11 +106,6 @@ class InitSource:
     tokenizer_spec: dict[str, Any] | None = None
 
 
-def _tokenizer_spec(section: Any) -> dict[str, Any]:
-    """A loadable spec from a config ``tokenizer`` section (empty values and build flags dropped)."""
-    return {k: v for k, v in dict(section).items() if k != "build_if_missing" and v not in ("", None)}
-
-
 def resolve_init_source(init_from: str) -> InitSource:
     """Classifies ``init_from`` and reads the model config and tokenizer it carries.
 
@@ -159,7 +126,7 @@ def resolve_init_source(init_from: str) -> InitSource:
         workdir = directory.parent if directory.name == checkpoint_lib.CHECKPOINT_SUBDIR else directory
         saved = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").exists() else {}
         return InitSource("checkpoint", str(directory / str(step)), saved.get("model"),
-                          _tokenizer_spec(saved["tokenizer"]) if "tokenizer" in saved else None)
+                          tokenizer_spec(saved["tokenizer"]) if "tokenizer" in saved else None)
     has_weights = any((path / name).exists() for name in hf.WEIGHT_FILES)
     if (path / hf.CONFIG_FILE).exists() and has_weights:
         model_fields = hf.hf_config_to_model_config(hf.read_hf_config(path)).to_dict()
@@ -180,242 +147,17 @@ def model_config_for(config: ml_collections.ConfigDict, source: InitSource) -> M
 
 def tokenizer_for(config: ml_collections.ConfigDict, source: InitSource) -> tokenizer_lib.Tokenizer:
     """The configured tokenizer, else the one ``init_from`` carries."""
-    spec = _tokenizer_spec(config.tokenizer)
+    spec = tokenizer_spec(config.tokenizer)
     if not spec.get("vocab_file") and not spec.get("model_file"):
         if source.tokenizer_spec is None:
-            raise run_config.ConfigError(f"no tokenizer: init_from={config.init_from or '(none)'} carries none; "
+            raise run_config.ConfigError(f"no tokenizer: init_from={config.train.init_from or '(none)'} carries none; "
                                          "set --config.tokenizer.vocab_file")
         spec = source.tokenizer_spec
     return tokenizer_lib.load_tokenizer(spec)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclasses.dataclass
-class SplitData:
-    """One split, read and featurised: ``examples`` and their rows (``features``; windows for SQuAD/CoNLL)."""
-
-    name: str
-    examples: list
-    features: features.FeatureSet
-    is_test: bool = False
-
-
-def split_file(config: ml_collections.ConfigDict, split: str) -> str | None:
-    """The explicit file of ``split`` (``data.files.<split>``), or None."""
-    return config.data.files.get(split) or None
-
-
-def read_examples(config: ml_collections.ConfigDict, reader: FinetuneReader, split: str) -> list:
-    """The examples of ``split`` from ``data.files`` (local_text), the data dir or TFDS."""
-    data = config.data
-    if split_file(config, split):
-        options = reader_options(config)
-        records = local_text.read_labelled_texts(split_file(config, split), encoding=options.get("encoding", "utf-8"),
-                                                 require_labels=split == data.train_split)
-        return local_text.to_examples(records, label_names_of(config, reader),
-                                      on_unknown_label=options.get("on_unknown_label", "error"))
-    return reader.read(split, data_dir=data.data_dir or None, source=data.source)
-
-
-def label_names_of(config: ml_collections.ConfigDict, reader: FinetuneReader) -> tuple[str, ...] | None:
-    """The class names (index order): the reader's, or those of the train file for local text."""
-    if split_file(config, config.data.train_split):
-        options = reader_options(config)
-        if options.get("label_names"):
-            return tuple(options["label_names"])
-        records = local_text.read_labelled_texts(split_file(config, config.data.train_split),
-                                                 encoding=options.get("encoding", "utf-8"))
-        return local_text.infer_label_names(records)
-    return reader.label_names(config.data.data_dir or None)
-
-
-def featurize(config: ml_collections.ConfigDict, reader: FinetuneReader, tokenizer, name: str, examples: list,
-              *, training: bool, is_test: bool = False) -> SplitData:
-    """Featurises ``examples`` (SQuAD: ``is_training`` skips unfindable training answers)."""
-    unlabelled = next((e for e in examples if getattr(e, "label", 0) is None), None)
-    if unlabelled is not None and not is_test:
-        raise ValueError(f"split {name!r} has unlabelled examples (e.g. {unlabelled.guid}); list it in "
-                         "data.test_splits to predict it")
-    options = dict(config.data.featurize_options)
-    if reader.kind == "span":
-        options["is_training"] = training
-    feature_set = reader.featurize(examples, tokenizer, config.data.max_seq_length, **options)
-    if not len(feature_set):
-        raise ValueError(f"{reader.task_name} split {name!r}: no rows after featurisation ({dict(feature_set.stats)})")
-    return SplitData(name, examples, feature_set, is_test)
-
-
-def train_iterator(feature_set: features.FeatureSet, batch_size: int, seed: int):
-    """Endless shuffled batches of this process's share; reshuffled every epoch; checkpointable (Grain)."""
-    local_batch = batch_size // jax.process_count()
-    dataset = grain.MapDataset.source(feature_set)[jax.process_index()::jax.process_count()]
-    dataset = dataset.shuffle(seed=seed).repeat().batch(local_batch, drop_remainder=True)
-    return iter(dataset.to_iter_dataset())
-
-
-def eval_batches(feature_set: features.FeatureSet, batch_size: int):
-    """This process's part of fixed-size global batches over every row, zero rows padding the last one."""
-    count = len(feature_set)
-    local = batch_size // jax.process_count()
-    for start in range(0, count, batch_size):
-        rows = feature_set.rows(np.arange(start, min(start + batch_size, count)))
-        pad = batch_size - len(next(iter(rows.values())))
-        rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in rows.items()}
-        offset = jax.process_index() * local
-        yield {k: v[offset:offset + local] for k, v in rows.items()}
-
-
-def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
-    """``train.num_steps``, or ``ceil(examples x num_epochs / batch_size)`` when it is 0."""
-    if config.train.num_steps:
-        return int(config.train.num_steps)
-    return max(1, math.ceil(num_examples * config.train.num_epochs / config.train.batch_size))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Scoring and prediction files
-
-
-def _write_tsv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return fileio.write_text(path, text.getvalue())
-
-
-def _name(label_names, value) -> str:
-    if value is None:
-        return ""
-    return label_names[int(value)] if label_names else f"{float(value):.9g}"  # float32 exactly
-
-
-def score_split(kind: str, task_name: str, split: SplitData, outputs: dict[str, np.ndarray],
-                label_names: Sequence[str] | None, out_dir: str,
-                decode: Any) -> tuple[dict[str, float], dict[str, str]]:
-    """Turns a split's per-row outputs into the benchmark's metrics and its prediction files.
-
-    Args:
-      kind: the reader kind (``classification``, ``regression``, ``span``, ``tagging``, ``multiple_choice``).
-      task_name: the reader's task name (``glue/mrpc``, ``squad/v2.0``, ...).
-      split: the split's examples and features.
-      outputs: ``FinetuneTask.predictions`` of every row, in row order (host arrays).
-      label_names: class names in index order (None for regression and spans).
-      out_dir: where this split's files go.
-      decode: the ``decode`` config section (SQuAD).
-
-    Returns:
-      ``(metrics, files)``: metric name -> value (none for test splits), file kind -> path.
-    """
-    examples, files, scored = split.examples, {}, not split.is_test
-    if kind in ("classification", "regression", "multiple_choice"):
-        predicted = outputs["score"] if kind == "regression" else np.argmax(outputs["logits"], axis=-1)
-        names = None if kind == "regression" else (label_names or [str(i) for i in range(outputs["logits"].shape[-1])])
-        ids = [getattr(e, "index", None) if kind != "multiple_choice" else e.guid for e in examples]
-        files["predictions"] = _write_tsv(
-            os.path.join(out_dir, "predictions.tsv"), ("index", "prediction", "label"),
-            [(i, _name(names, p), _name(names, e.label)) for i, p, e in zip(ids, predicted, examples)])
-        if split.is_test and task_name.startswith("glue/"):
-            files["submission"] = glue.write_glue_submission(task_name, split.name, ids, predicted, out_dir)
-        if not scored:
-            return {}, files
-        labels = np.asarray([e.label for e in examples])
-        if task_name.startswith("glue/"):
-            return metrics.glue_metrics(task_name, predicted, labels), files
-        return {"accuracy": metrics.accuracy(predicted, labels)}, files
-    if kind == "span":
-        version_2 = task_name.endswith("v2.0")
-        decoded = squad_decoding.decode_squad(
-            examples, split.features.metadata, outputs["start_logits"], outputs["end_logits"],
-            n_best_size=decode.n_best_size, max_answer_length=decode.max_answer_length,
-            version_2_with_negative=version_2, null_score_diff_threshold=decode.null_score_diff_threshold)
-        files.update(squad_decoding.write_squad_predictions(out_dir, decoded))
-        if not scored:
-            return {}, files
-        gold = squad.gold_answers(examples)
-        if version_2:
-            return metrics.squad_v2_scores(gold, decoded.predictions, decoded.null_odds), files
-        return metrics.squad_v1_scores(gold, decoded.predictions), files
-    if kind == "tagging":
-        predicted_tags = conll.word_predictions(examples, split.features, outputs["predicted_ids"], label_names)
-        lines = []  # conlleval's input: word gold predicted, a blank line after each sentence
-        for sentence, tags in zip(examples, predicted_tags):
-            lines.extend(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
-            lines.append("\n")
-        files["predictions"] = fileio.write_text(os.path.join(out_dir, "predictions.conll"), "".join(lines))
-        if not scored:
-            return {}, files
-        scores = metrics.entity_scores([s.tags for s in examples], predicted_tags)
-        result = {k: float(scores[k]) for k in ("precision", "recall", "f1", "accuracy")}
-        result.update({f"f1_{t}": v["f1"] for t, v in scores["per_type"].items()})
-        return result, files
-    raise ValueError(f"no scoring for task kind {kind!r}")
-
-
-# ----------------------------------------------------------------------------------------------------
 # One run
-
-
-class Evaluator:
-    """Scores splits with a jitted forward pass: the task's loss sums plus per-row predictions.
-
-    Calling it (``params -> metrics``) is the ``evaluate`` of ``Trainer.fit``: each eval split gets the
-    task's means (loss, accuracy, ...) and the benchmark's metrics from ``score``, which also writes the
-    split's prediction files; ``results`` keeps the last ``(metrics, files)`` of each split.
-    """
-
-    def __init__(self, trainer: Trainer, splits: Sequence[SplitData], batch_size: int, score):
-        self.trainer, self.splits, self.batch_size, self.score = trainer, list(splits), batch_size, score
-        self.results: dict[str, tuple[dict[str, float], dict[str, str]]] = {}
-        mesh, rules, task = trainer.mesh, trainer.rules, trainer.task
-
-        def forward(params, batch):
-            with sharding.axis_rules(mesh, rules):
-                outputs = task.apply(params, batch, None, deterministic=True)
-                return task.metric_sums(outputs, batch), task.predictions(outputs, batch)
-
-        self._forward = jax.jit(forward, in_shardings=(trainer.state_shardings.params, sharding.batch_sharding(mesh)),
-                                out_shardings=sharding.replicated(mesh))
-
-    def outputs(self, params: Any, split: SplitData) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """The task's mean metrics (loss, accuracy, ...) and every row's predictions for ``split``."""
-        totals, pieces = {}, []
-        for batch in eval_batches(split.features, self.batch_size):
-            sums, predictions = self._forward(params, sharding.shard_batch(batch, self.trainer.mesh))
-            totals = sums if not totals else jax.tree.map(lambda a, b: a + b, totals, sums)
-            pieces.append(jax.device_get(predictions))
-        rows = {k: np.concatenate([p[k] for p in pieces])[:len(split.features)] for k in pieces[0]}
-        return self.trainer.task.summarize(jax.device_get(totals)), rows
-
-    def predict(self, params: Any, split: SplitData) -> tuple[dict[str, float], dict[str, str]]:
-        """Scores ``split`` (no metrics for test splits) and writes its prediction files."""
-        return self.score(split, self.outputs(params, split)[1])
-
-    def __call__(self, params: Any) -> dict[str, float]:
-        flat = {}
-        for split in self.splits:
-            means, outputs = self.outputs(params, split)
-            self.results[split.name] = self.score(split, outputs)
-            flat.update({f"{split.name}/{k}": v for k, v in {**means, **self.results[split.name][0]}.items()})
-        return flat
-
-
-def build_task(config: ml_collections.ConfigDict, kind: str, label_names, train: SplitData) -> FinetuneTask:
-    """The head for a reader kind (classes from ``label_names``, choices from the train rows)."""
-    model_config = ModelConfig(**config.model)
-    if kind == "tagging":
-        return get_task(kind, model_config, num_labels=len(label_names))
-    if kind == "span":
-        return get_task(kind, model_config)
-    pooling = {"pooling": config.task.pooling}
-    if kind == "classification":
-        return get_task(kind, model_config, num_labels=len(label_names), **pooling)
-    if kind == "multiple_choice":
-        return get_task(kind, model_config, num_choices=train.features.arrays["input_ids"].shape[1], **pooling)
-    return get_task(kind, model_config, **pooling)
 
 
 def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir: str, source: InitSource,
@@ -423,10 +165,10 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
     """A ``Trainer`` for ``task`` restored per the restore order, with the encoder from ``source``.
 
     Args:
-      config: the run config of this run (``train.seed``/``num_steps`` set; ``init_from`` top level).
+      config: the run config of this run (``train.seed``/``num_steps`` set).
       task: the fine-tuning task.
       workdir: this run's directory (resumes its own checkpoint first).
-      source: ``resolve_init_source(config.init_from)``.
+      source: ``resolve_init_source(config.train.init_from)``.
       data_iterator: restored with the state when resuming this run.
 
     Returns:
@@ -448,30 +190,35 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
     return trainer, how, unchanged
 
 
-def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSource, reader: FinetuneReader,
-            label_names, train: SplitData, evals: Sequence[SplitData], tests: Sequence[SplitData],
-            fold: str | None = None) -> dict[str, Any]:
-    """Fine-tunes one seed on one train set; evaluates ``evals`` and predicts ``tests``; returns its summary."""
+def benchmark_of(config: ml_collections.ConfigDict, inputs: RunInputs) -> Benchmark:
+    """What the task is scored against: the reader's task name, the class names, SQuAD decoding."""
+    return Benchmark(inputs.reader.task_name, inputs.label_names, dict(config.decode))
+
+
+def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSource, inputs: RunInputs,
+            train: SplitData, evals: Sequence[SplitData], fold: str | None = None,
+            label: str | None = None) -> dict[str, Any]:
+    """Fine-tunes one seed on one train set; evaluates ``evals`` and predicts the test splits; returns its summary.
+
+    Args:
+      label: what the progress bar calls this run (``seed 1 fold_0``), or None.
+    """
     steps = num_train_steps(config, len(train.features))
     config = copy.deepcopy(config)
     with config.unlocked():
         config.train.num_steps = steps
         config.optimizer.total_steps = steps
         config.optimizer.warmup_steps = int(config.train.warmup_fraction * steps)
-    task = build_task(config, reader.kind, label_names, train)
+    task = inputs.task_class.for_data(ModelConfig(**config.model), label_names=inputs.label_names,
+                                      train_features=train.features, pooling=config.task.pooling)
     train_iter = train_iterator(train.features, config.train.batch_size, config.train.seed)
     trainer, how, fresh = init_trainer(config, task, workdir, source, train_iter)
     if trainer.primary:
         run_config.save_config(config, workdir)
-
-    def score(split: SplitData, outputs: dict[str, np.ndarray]):
-        return score_split(reader.kind, reader.task_name, split, outputs, label_names,
-                           os.path.join(workdir, "predictions", split.name), config.decode)
-
-    evaluator = Evaluator(trainer, evals, config.train.eval_batch_size, score)
-    result = trainer.fit(train_iter, evaluator)
+    evaluator = Evaluator(trainer, evals, config.train.eval_batch_size, benchmark_of(config, inputs), workdir)
+    result = trainer.fit(train_iter, evaluator, label=label)
     if not result.preempted:  # the final evaluation ran; the test splits are predicted with the same params
-        evaluator.results.update({split.name: evaluator.predict(trainer.state.params, split) for split in tests})
+        evaluator.results.update({split.name: evaluator.predict(trainer.state.params, split) for split in inputs.tests})
     trainer.close()
     summary = {
         "seed": config.train.seed,
@@ -484,10 +231,11 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSour
         "train_examples": len(train.examples),
         "train_rows": len(train.features),
         "num_steps": steps,
+        "label_names": None if inputs.label_names is None else list(inputs.label_names),
         "eval": result.eval_metrics,
         "metrics": {name: m for name, (m, _) in evaluator.results.items() if m},
         "predictions": {name: files for name, (_, files) in evaluator.results.items()},
-        "featurization": {s.name: dict(s.features.stats) for s in [train, *evals, *tests]},
+        "featurization": {s.name: dict(s.features.stats) for s in [train, *evals, *inputs.tests]},
         "curves": logs.plot_curves(workdir) if (trainer.primary and config.train.plot) else None,
     }
     if trainer.primary:
@@ -500,12 +248,16 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSour
 
 
 def prepare(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, InitSource, Any]:
-    """Resolves ``init_from``, the model config and the tokenizer, and validates the config.
+    """Resolves ``train.init_from``, the model config and the tokenizer, and validates the config.
 
     Returns:
       ``(config with the full model section, the init source, the tokenizer)``.
+
+    Raises:
+      ValueError: for a field that moved (``init_from`` is ``train.init_from``), naming the new one.
     """
-    source = resolve_init_source(config.init_from)
+    check_moved_fields(config)
+    source = resolve_init_source(config.train.init_from)
     model_config = model_config_for(config, source)
     tokenizer = tokenizer_for(config, source)
     config = copy.deepcopy(config)
@@ -516,59 +268,11 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDic
     return config, source, tokenizer
 
 
-@dataclasses.dataclass
-class RunInputs:
-    """Everything ``run`` needs before compiling: resolved config, source, reader and featurised splits.
-
-    Attributes:
-      plans: ``(fold name or None, train split, eval splits)`` per fold (one entry without k-fold).
-    """
-
-    config: ml_collections.ConfigDict
-    source: InitSource
-    reader: FinetuneReader
-    label_names: tuple[str, ...] | None
-    seeds: list[int]
-    plans: list[tuple[str | None, SplitData, list[SplitData]]]
-    tests: list[SplitData]
-
-
-def read_inputs(config: ml_collections.ConfigDict) -> RunInputs:
-    """Resolves the config and reads and featurises every split (no compilation; bad input fails here)."""
-    seeds = _int_list(config.seeds, "seeds")
-    if not seeds:
-        raise run_config.ConfigError("seeds is empty; give at least one, e.g. --config.seeds=0")
+def _prepare_and_read(config: ml_collections.ConfigDict) -> tuple[RunInputs, InitSource]:
     config, source, tokenizer = prepare(config)
-    logging.info("fine-tuning %s from %s (%s): %s", config.task.name, config.init_from or "scratch", source.kind,
-                 config.model)
-
-    reader = get_finetune_reader(config.task.name, **reader_options(config))
-    label_names = label_names_of(config, reader)
-    data = config.data
-    train_examples = read_examples(config, reader, data.train_split)
-    tests = [featurize(config, reader, tokenizer, name, read_examples(config, reader, name), training=False,
-                       is_test=True) for name in _split_list(data.test_splits)]
-    if data.kfold:
-        labels = [e.label for e in train_examples] if reader.kind == "classification" else None
-        folds = local_text.kfold_indices(len(train_examples), data.kfold, data.kfold_seed, labels)
-        chosen = _int_list(data.folds, "data.folds") or list(range(data.kfold))
-        bad = [f for f in chosen if not 0 <= f < data.kfold]
-        if bad:
-            raise run_config.ConfigError(f"data.folds {bad} outside [0, {data.kfold})")
-        def pick(indices):
-            return [train_examples[i] for i in indices]
-
-        plans = [(f"fold_{f}", pick(folds[f][0]), [("heldout", pick(folds[f][1]))]) for f in chosen]
-    else:
-        evals = [(name, read_examples(config, reader, name)) for name in _split_list(data.eval_splits)]
-        plans = [(None, train_examples, evals)]
-    featurized = []
-    for plan_name, train_part, eval_parts in plans:
-        train = featurize(config, reader, tokenizer, data.train_split, train_part, training=True)
-        evals = [featurize(config, reader, tokenizer, name, part, training=False) for name, part in eval_parts]
-        featurized.append((plan_name, train, evals))
-
-    return RunInputs(config, source, reader, label_names, seeds, featurized, tests)
+    logging.info("fine-tuning %s from %s (%s); model: %s", config.task.name, config.train.init_from or "scratch",
+                 source.kind, ", ".join(f"{k}={v}" for k, v in config.model.items()))
+    return read_inputs(config, tokenizer), source
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -583,7 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         (naming the file, line, field or question).
     """
     try:
-        inputs = distributed.primary_first(lambda: read_inputs(config), "reading the fine-tuning data")
+        inputs, source = distributed.primary_first(lambda: _prepare_and_read(config), "reading the fine-tuning data")
     except (ValueError, FileNotFoundError) as error:
         raise InputError(f"{type(error).__name__}: {error}") from error
     runs = []
@@ -593,15 +297,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             run_cfg = copy.deepcopy(inputs.config)
             with run_cfg.unlocked():
                 run_cfg.train.seed = seed
-            runs.append(run_one(run_cfg, os.path.join(workdir, *filter(None, parts)), source=inputs.source,
-                                reader=inputs.reader, label_names=inputs.label_names, train=train, evals=evals,
-                                tests=inputs.tests, fold=fold))
+            label = " ".join(filter(None, parts)) or None
+            runs.append(run_one(run_cfg, os.path.join(workdir, *filter(None, parts)), source=source, inputs=inputs,
+                                train=train, evals=evals, fold=fold, label=label))
+            if jax.process_index() == 0:
+                logs.report(f"{label or 'run'} done at step {runs[-1]['step']}: "
+                            f"{logs.format_metrics(runs[-1]['metrics'])}")
     flat_runs = [{f"{split}/{k}": v for split, m in r["metrics"].items() for k, v in m.items()} for r in runs]
     summary = {
         "task": inputs.config.task.name,
         "kind": inputs.reader.kind,
-        "init_from": inputs.config.init_from,
-        "init_kind": inputs.source.kind,
+        "label_names": None if inputs.label_names is None else list(inputs.label_names),
+        "init_from": inputs.config.train.init_from,
+        "init_kind": source.kind,
         "seeds": inputs.seeds,
         "kfold": inputs.config.data.kfold,
         "runs": runs,

@@ -2,7 +2,7 @@
 
 Import reads a Hugging Face directory (``config.json`` plus ``model.safetensors``, a sharded
 ``model.safetensors.index.json``, or a PyTorch ``pytorch_model.bin``) and maps its state dict onto the
-parameter tree of ``bert_jax.model.BertForPreTraining``; export writes the reverse, together with the
+parameter tree of ``bert_jax.heads.BertForPreTraining``; export writes the reverse, together with the
 WordPiece tokenizer files, so that ``transformers`` loads the directory offline with none of our code.
 
 The mapping is one table (``_conversion_table``): for every parameter of our looped layout
@@ -30,7 +30,8 @@ import safetensors.numpy
 from absl import logging
 
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining, unbox
+from bert_jax.heads import PRETRAINING_HEADS, BertForPreTraining
+from bert_jax.model import unbox
 from data_pipelines.tokenizer import (WORDPIECE_CONFIG_FILE, WORDPIECE_VOCAB_FILE, WordPieceTokenizer,
                                       find_wordpiece_file)
 
@@ -55,7 +56,6 @@ TIED_KEYS = {
 }
 # Parts of our tree that may be absent from a source checkpoint (initialised fresh and reported).
 OPTIONAL_PARTS = (("bert", "pooler"), ("mlm_head",), ("nsp_head",))
-PRETRAINING_HEADS = ("mlm_head", "nsp_head")
 
 Params = dict[str, Any]
 

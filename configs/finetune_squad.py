@@ -1,6 +1,6 @@
 """Fine-tuning on SQuAD v1.1 or v2.0 with BERT's recipe.
 
-    python -m launch.finetune --config=configs/finetune_squad.py:version=v2.0 --config.init_from=<dir> \
+    python -m launch.finetune --config=configs/finetune_squad.py:version=v2.0 --config.train.init_from=<dir> \
         --config.data.data_dir=data/squad --workdir=workdirs/squad2
 
 Reads the official ``train-v1.1.json`` / ``dev-v1.1.json`` (``-v2.0`` for v2.0) from ``data.data_dir``
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.finetune_glue import base_config
-from configs.pretrain import parse_variant
+from configs.common import finetune_config, parse_variant
 from data_pipelines.finetune import squad
 
 
@@ -25,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = parse_variant(arg, {"version": "v1.1"})
     if variant["version"] not in squad.VERSIONS:
         raise ValueError(f"config variant version={variant['version']!r}: expected one of {squad.VERSIONS}")
-    c = base_config(f"squad/{variant['version']}")
+    c = finetune_config(f"squad/{variant['version']}")
     c.variant = variant
     c.data.data_dir = "data/squad"
     c.data.max_seq_length = 384

@@ -1,6 +1,6 @@
 """Fine-tuning on SWAG (multiple choice: the right one of four endings).
 
-    python -m launch.finetune --config=configs/finetune_swag.py --config.init_from=<dir> \
+    python -m launch.finetune --config=configs/finetune_swag.py --config.train.init_from=<dir> \
         --config.data.data_dir=data/swag --workdir=workdirs/swag
 
 Reads ``train.csv`` / ``val.csv`` (and ``test.csv`` with ``--config.data.test_splits=test``) of the
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.finetune_glue import base_config
+from configs.common import finetune_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    c = base_config("swag")
+    c = finetune_config("swag")
     c.data.data_dir = "data/swag"
     c.optimizer.learning_rate = 2e-5
     c.train.batch_size = 16

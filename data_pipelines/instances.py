@@ -52,6 +52,7 @@ from typing import Protocol
 
 import numpy as np
 
+from data_pipelines.rows import encoder_rows
 from data_pipelines.text import split_sentences
 
 logger = logging.getLogger(__name__)
@@ -150,26 +151,10 @@ def pair_rows(
       int32 ``[n]``.
     """
     n = len(pairs)
-    input_ids = np.full((n, max_seq_length), pad_id, dtype=np.int32)
-    segment_ids = np.zeros((n, max_seq_length), dtype=np.int32)
-    lengths = np.zeros(n, dtype=np.int64)
-    for row, (tokens_a, tokens_b) in enumerate(pairs):
-        la, lb = tokens_a.size, tokens_b.size
-        ids = input_ids[row]
-        ids[0] = cls_id
-        ids[1 : 1 + la] = tokens_a
-        ids[1 + la] = sep_id
-        ids[2 + la : 2 + la + lb] = tokens_b
-        ids[2 + la + lb] = sep_id
-        segment_ids[row, 2 + la : 3 + la + lb] = 1
-        lengths[row] = 3 + la + lb
-    input_mask = (np.arange(max_seq_length)[None, :] < lengths[:, None]).astype(np.int32)
-    return {
-        "input_ids": input_ids,
-        "segment_ids": segment_ids,
-        "input_mask": input_mask,
-        "next_sentence_label": np.asarray(labels, dtype=np.int32).reshape(n),
-    }
+    rows = encoder_rows([a for a, _ in pairs], [b for _, b in pairs], length=max_seq_length, cls_id=cls_id,
+                        sep_id=sep_id, pad_id=pad_id)
+    rows["next_sentence_label"] = np.asarray(labels, dtype=np.int32).reshape(n)
+    return rows
 
 
 def create_nsp_pairs(

@@ -44,6 +44,7 @@ import numpy as np
 
 from data_pipelines.instances import NSP_MODES, DocumentInstanceMaker, pad_rows
 from data_pipelines.masking import NO_LABEL, TokenMasker
+from data_pipelines.rows import layout_rows
 
 MASKING_MODES = ("dynamic", "static")
 LABELS = "masked_lm_labels"  # per-token labels of static masking (masking.NO_LABEL elsewhere)
@@ -54,85 +55,64 @@ _PACKED_POSITIONS = "input_ids_positions"
 _DOCUMENT_ORDER, _DOCUMENT_ROWS, _ROW_SHUFFLE, _PACKING, _MASKING = range(5)
 
 
-def default_data_config() -> ml_collections.ConfigDict:
-    """The pretraining data settings, with the original BERT phase-1 values."""
+def _default_sources() -> tuple[dict, ...]:
     from data_pipelines.sources import demo_dump_path  # sources import TFDS; only needed here
 
-    c = ml_collections.ConfigDict()
-    # Document sources (data_pipelines.sources specs); 'weight' sets each one's share of the
-    # instances, e.g. [{'name': 'wikipedia_dump', ..., 'weight': 3.0}, {'name': 'books', ..., 'weight': 1.0}].
-    c.sources = [{"name": "wikipedia_dump", "dump_path": demo_dump_path(), "weight": 1.0}]
-    # Tokens per row, S (128 for phase 1 of the original recipe, 512 for phase 2).
-    c.max_seq_length = 128
-    # Masked-LM predictions per row, P (20 at S=128, 80 at S=512; MLPerf uses 76 at 512).
-    c.max_predictions_per_seq = 20
-    # Fraction of maskable tokens chosen for prediction.
-    c.masked_lm_prob = 0.15
-    # NSP: probability that a document's target length is a random shorter one.
-    c.short_seq_prob = 0.1
-    # True: sentence pairs with next-sentence labels (original BERT). Excludes packing.
-    c.nsp = True
-    # NSP labels: "paper" (original: a one-sentence chunk is always NotNext, ~60% NotNext on short
-    # documents) or "balanced" (a fair coin per pair, 50%; lone final sentences make no pair).
-    c.nsp_mode = "paper"
-    # True (with nsp False): pack "[CLS] piece [SEP]" pieces of several documents per row (no NSP).
-    c.packing = False
-    # Packing: rows packed together by Grain's first-fit packer (0 = the per-process batch size).
-    c.packing_bins = 0
-    # Packing (or nsp and packing both off): segments end only at sentence ends (RoBERTa's rule;
-    # ~13% of a 128-token row stays empty) instead of every S - 2 tokens (rows ~99% full).
-    c.whole_sentences = False
-    # Mask all WordPieces of a word together.
-    c.whole_word_masking = False
-    # 'dynamic': new masks every time a row is read; 'static': fixed masks, dupe_factor variants.
-    c.masking = "dynamic"
-    # Static masking: distinct (instances, masks) variants per document, cycled through by epoch.
-    c.dupe_factor = 10
-    # Shuffle document order globally, differently each epoch.
-    c.shuffle_documents = True
-    # Rows shuffled together after instance creation (a window shuffle; each group's rows are also
-    # shuffled among themselves); 1 disables it.
-    c.shuffle_buffer_size = 2048
-    # Documents with fewer tokens are skipped (counted and logged).
-    c.min_document_tokens = 2
-    # Documents read together; NSP random next segments come from the other documents of the group.
-    c.documents_per_group = 8
-    # Threads that build document groups ahead of use in each process (0 = build on demand).
-    c.read_threads = 1
-    # Document groups those threads build ahead.
-    c.read_prefetch = 4
-    # Batches each worker process prepares ahead.
-    c.worker_buffer_size = 2
-    return c
+    return ({"name": "wikipedia_dump", "dump_path": demo_dump_path(), "weight": 1.0},)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Settings:
-    """The validated data config."""
+class DataSettings:
+    """The pretraining data settings (the run config's ``data`` section), with the original BERT phase-1
+    values as defaults; :func:`default_data_config` is this as a ConfigDict."""
 
-    sources: tuple[dict, ...]
-    max_seq_length: int
-    max_predictions_per_seq: int
-    masked_lm_prob: float
-    short_seq_prob: float
-    nsp: bool
-    nsp_mode: str
-    packing: bool
-    packing_bins: int
-    whole_sentences: bool
-    whole_word_masking: bool
-    masking: str
-    dupe_factor: int
-    shuffle_documents: bool
-    shuffle_buffer_size: int
-    min_document_tokens: int
-    documents_per_group: int
-    read_threads: int
-    read_prefetch: int
-    worker_buffer_size: int
+    # Document sources (data_pipelines.sources specs); 'weight' sets each one's share of the
+    # instances, e.g. [{'name': 'wikipedia_dump', ..., 'weight': 3.0}, {'name': 'books', ..., 'weight': 1.0}].
+    sources: tuple[dict, ...] = dataclasses.field(default_factory=_default_sources)
+    # Tokens per row, S (128 for phase 1 of the original recipe, 512 for phase 2).
+    max_seq_length: int = 128
+    # Masked-LM predictions per row, P (20 at S=128, 80 at S=512; MLPerf uses 76 at 512).
+    max_predictions_per_seq: int = 20
+    # Fraction of maskable tokens chosen for prediction.
+    masked_lm_prob: float = 0.15
+    # NSP: probability that a document's target length is a random shorter one.
+    short_seq_prob: float = 0.1
+    # True: sentence pairs with next-sentence labels (original BERT). Excludes packing.
+    nsp: bool = True
+    # NSP labels: "paper" (original: a one-sentence chunk is always NotNext, ~60% NotNext on short
+    # documents) or "balanced" (a fair coin per pair, 50%; lone final sentences make no pair).
+    nsp_mode: str = "paper"
+    # True (with nsp False): pack "[CLS] piece [SEP]" pieces of several documents per row (no NSP).
+    packing: bool = False
+    # Packing: rows packed together by Grain's first-fit packer (0 = the per-process batch size).
+    packing_bins: int = 0
+    # Packing (or nsp and packing both off): segments end only at sentence ends (RoBERTa's rule;
+    # ~13% of a 128-token row stays empty) instead of every S - 2 tokens (rows ~99% full).
+    whole_sentences: bool = False
+    # Mask all WordPieces of a word together.
+    whole_word_masking: bool = False
+    # 'dynamic': new masks every time a row is read; 'static': fixed masks, dupe_factor variants.
+    masking: str = "dynamic"
+    # Static masking: distinct (instances, masks) variants per document, cycled through by epoch.
+    dupe_factor: int = 10
+    # Shuffle document order globally, differently each epoch.
+    shuffle_documents: bool = True
+    # Rows shuffled together after instance creation (a window shuffle; each group's rows are also
+    # shuffled among themselves); 1 disables it.
+    shuffle_buffer_size: int = 2048
+    # Documents with fewer tokens are skipped (counted and logged).
+    min_document_tokens: int = 2
+    # Documents read together; NSP random next segments come from the other documents of the group.
+    documents_per_group: int = 8
+    # Threads that build document groups ahead of use in each process (0 = build on demand).
+    read_threads: int = 1
+    # Document groups those threads build ahead.
+    read_prefetch: int = 4
+    # Batches each worker process prepares ahead.
+    worker_buffer_size: int = 2
 
     @classmethod
-    def from_config(cls, data_cfg: Mapping[str, Any]) -> "_Settings":
+    def from_config(cls, data_cfg: Mapping[str, Any]) -> "DataSettings":
         if hasattr(data_cfg, "to_dict"):
             data_cfg = data_cfg.to_dict()
         names = [field.name for field in dataclasses.fields(cls)]
@@ -171,6 +151,13 @@ class _Settings:
             raise ValueError(f"data config 'shuffle_buffer_size' must be >= 1, got {self.shuffle_buffer_size}")
 
 
+def default_data_config() -> ml_collections.ConfigDict:
+    """The pretraining data settings (:class:`DataSettings`' fields and defaults) as a ConfigDict."""
+    values = dataclasses.asdict(DataSettings())
+    values["sources"] = [dict(spec) for spec in values["sources"]]
+    return ml_collections.ConfigDict(values)
+
+
 def _seed(seed: int, *keys: int) -> int:
     """A 32-bit seed for one random stream, derived from the user seed and stream keys."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
@@ -201,7 +188,7 @@ class _GroupRows(grain.transforms.MapWithIndex):
     per position, nothing stored).
     """
 
-    def __init__(self, maker: DocumentInstanceMaker, masker: TokenMasker, settings: _Settings,
+    def __init__(self, maker: DocumentInstanceMaker, masker: TokenMasker, settings: DataSettings,
                  seed: int, source_index: int, process_index: int):
         self.maker = maker
         self.masker = masker
@@ -272,15 +259,10 @@ class _GroupRows(grain.transforms.MapWithIndex):
 
 
 def _segment_rows(segments: list[np.ndarray], length: int, pad_id: int) -> dict[str, np.ndarray]:
-    """One ``[CLS] segment [SEP]`` per padded row, no NSP (label 0)."""
-    input_ids = pad_rows(segments, length, pad_id)
-    lengths = np.array([s.size for s in segments])
-    return {
-        "input_ids": input_ids,
-        "segment_ids": np.zeros_like(input_ids),
-        "input_mask": (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32),
-        "next_sentence_label": np.zeros(len(segments), dtype=np.int32),
-    }
+    """One ``[CLS] segment [SEP]`` (already wrapped) per padded row, no NSP (label 0)."""
+    rows = layout_rows(segments, length=length, pad_id=pad_id)
+    rows["next_sentence_label"] = np.zeros(len(segments), dtype=np.int32)
+    return rows
 
 
 class _Flatten(grain.experimental.FlatMapTransform):
@@ -474,7 +456,7 @@ def make_pretraining_loader(
     if batch_size < process_count or batch_size % process_count:
         raise ValueError(f"batch_size {batch_size} is not divisible by process_count {process_count}")
     rows_per_batch = batch_size // process_count
-    settings = _Settings.from_config(data_cfg)
+    settings = DataSettings.from_config(data_cfg)
     if sources is None:
         from data_pipelines.sources import get_source  # sources import TFDS; only needed here
 
@@ -524,7 +506,7 @@ def make_pretraining_loader(
     return PretrainingLoader(batches, dims, makers)
 
 
-def _maker(source, settings: _Settings, tokenizer, process_index: int, process_count: int) -> DocumentInstanceMaker:
+def _maker(source, settings: DataSettings, tokenizer, process_index: int, process_count: int) -> DocumentInstanceMaker:
     """The instance maker over this process's shard of ``source``."""
     shard = _Shard(source, process_index, process_count)
     if len(shard) == 0:
@@ -538,7 +520,7 @@ def _maker(source, settings: _Settings, tokenizer, process_index: int, process_c
     )
 
 
-def _pack(rows: grain.IterDataset, settings: _Settings, pad_id: int, num_bins: int, seed: int) -> grain.IterDataset:
+def _pack(rows: grain.IterDataset, settings: DataSettings, pad_id: int, num_bins: int, seed: int) -> grain.IterDataset:
     """Grain's first-fit packing of ``[CLS] ... [SEP]`` segments (and their static labels) into rows."""
     lengths = {"input_ids": settings.max_seq_length}
     padding = {"input_ids": pad_id}

@@ -1,5 +1,5 @@
 """Fine-tunes BERT on a task: ``python -m launch.finetune --config=configs/finetune_glue.py:task=mrpc
---config.init_from=<pretraining workdir | Hugging Face dir> --workdir=workdirs/mrpc``.
+--config.train.init_from=<pretraining workdir | Hugging Face dir> --workdir=workdirs/mrpc``.
 
 Any config field can be overridden, e.g. ``--config.seeds=0,1,2`` or ``--config.train.num_epochs=2``.
 Rerunning the same command resumes each run from its newest checkpoint. Bad input (a malformed row, an

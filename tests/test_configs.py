@@ -23,7 +23,7 @@ from configs import pretrain
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"),
                                                                          recursive=True)
-                      if not path.endswith("__init__.py"))
+                      if not path.endswith(("__init__.py", "common.py")))  # common.py: shared sections
 DEVICES = 8
 
 
@@ -259,3 +259,29 @@ def test_finetune_validation_shares_the_pretraining_checks():
     config.optimizer.learning_rate = 0.0
     with pytest.raises(run_config.ConfigError, match=r"optimizer.learning_rate=0.0 must be > 0.0"):
         finetune.validate(config, model, tokenizer_vocab_size=100, num_devices=8)
+FINETUNE_CONFIGS = [p for p in CONFIG_FILES if os.path.basename(p).startswith("finetune_")]
+
+
+@pytest.mark.parametrize("path", FINETUNE_CONFIGS)
+def test_fine_tuning_configs_share_the_pretraining_sections_and_say_where_to_start_in_train(path):
+    config = load_module(path).get_config()
+    pretraining = pretrain.get_config("size=base")
+    assert set(config.train) >= set(pretraining.train)  # the same loop section, fine-tuning adds epochs etc.
+    assert set(config.tokenizer) == set(pretraining.tokenizer) and set(config.model) == set(pretraining.model)
+    assert "init_from" in config.train and config.init_from is None  # one place for both: train.init_from
+
+
+def test_the_old_top_level_init_from_is_refused_naming_train_init_from(tmp_path):
+    from bert_jax import finetune
+    from configs import common
+
+    config = load_config("configs/finetune_glue.py:task=mrpc")
+    common.check_moved_fields(config)  # unset: fine
+    config.init_from = "workdirs/bert-base"
+    with pytest.raises(ValueError) as error:
+        common.check_moved_fields(config)
+    assert str(error.value) == ("init_from='workdirs/bert-base': the field init_from moved to train.init_from; "
+                                "set --config.train.init_from=workdirs/bert-base instead")
+    with pytest.raises(finetune.InputError, match=r"moved to train.init_from; set --config.train.init_from="):
+        finetune.run(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint, finetune, hf, metrics, optim, run_config, sharding, steps
+from bert_jax import checkpoint, finetune, finetune_inputs, hf, logs, metrics, optim, run_config, sharding, steps
 from bert_jax.config import ModelConfig
-from bert_jax.tasks import get_task
+from bert_jax.tasks import Benchmark, finetune_task, get_task
 from bert_jax.tasks.pretraining import PretrainingTask
 from configs import finetune_glue, finetune_local, finetune_ner, finetune_polarity, finetune_squad, finetune_swag
 from configs import pretrain as pretrain_configs
@@ -62,7 +62,7 @@ def pretraining_workdir(tmp_path_factory):
 
 def _small(config, init_from, data_dir="", **train):
     """Test-sized settings: short rows, batches of 8 (one per simulated device), few steps, no extras."""
-    config.init_from = str(init_from)
+    config.train.init_from = str(init_from)
     config.data.data_dir = str(data_dir)
     config.data.max_seq_length = 48
     config.train.update(dict(batch_size=8, eval_batch_size=8, num_epochs=1.0, log_every=1, checkpoint_every=100,
@@ -187,7 +187,7 @@ MNLI_ROWS = [
 ]
 
 
-def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pretraining_workdir, tmp_path):
+def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pretraining_workdir, tmp_path, capsys):
     def rows(labelled):
         return [[i, 100 + i, f"{100 + i}e", "fiction", "", "", "", "", a, b, *([label, label] if labelled else [])]
                 for i, (a, b, label) in enumerate(MNLI_ROWS)]
@@ -199,7 +199,15 @@ def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pr
         _write(f"{tmp_path}/glue/MNLI/{name}.tsv", _tsv(MNLI_HEADER, rows(False)))
     config = _small(finetune_glue.get_config("task=mnli"), pretraining_workdir[0], tmp_path / "glue")
     config.seeds = "0,1"
+    config.train.progress_bar = True
     summary = finetune.run(config, str(tmp_path / "mnli"))
+    printed = capsys.readouterr().err
+    for run in summary["runs"]:  # a bar per seed, named after it, and its result line as it finishes
+        accuracy = run["metrics"]["validation_matched"]["accuracy"]
+        assert f"seed_{run['seed']}:" in printed  # the bar's name
+        assert (f"seed_{run['seed']} done at step 1: validation_matched accuracy={accuracy:.4g}; "
+                "validation_mismatched accuracy=") in printed
+    assert printed.index("seed_0 done") < printed.index("seed_1:")  # seed 0's result before seed 1 trains
     assert [r["seed"] for r in summary["runs"]] == [0, 1]
     assert [os.path.basename(r["workdir"]) for r in summary["runs"]] == ["seed_0", "seed_1"]
     names = ["entailment", "neutral", "contradiction"]
@@ -227,6 +235,18 @@ def test_mnli_runs_each_seed_scores_both_dev_sets_and_writes_both_submissions(pr
     assert stats["std"] == pytest.approx(np.std(values, ddof=1))
     with open(tmp_path / "mnli" / finetune.SUMMARY_FILE, encoding="utf-8") as f:
         assert json.load(f)["mean_std"] == summary["mean_std"]
+
+
+def test_curves_show_held_out_metrics_beside_the_training_loss():
+    records = [{"step": 1, "split": "train", "loss": 0.9}, {"step": 2, "split": "train", "loss": 0.7},
+               {"step": 2, "split": "eval", "dev/loss": 0.8, "dev/accuracy": 0.6, "dev/cross_entropy": 0.8,
+                "test/loss": 0.85, "test/accuracy": 0.55, "dev/f1": 0.5}]
+    panels = logs.curve_panels(records)
+    assert panels == [
+        ("loss", [("train", "train", "loss"), ("dev", "eval", "dev/loss"), ("test", "eval", "test/loss")]),
+        ("held-out accuracy", [("dev", "eval", "dev/accuracy"), ("test", "eval", "test/accuracy")]),
+        ("held-out f1", [("dev", "eval", "dev/f1")]),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -293,14 +313,15 @@ def test_squad_v1_logits_pointing_at_the_answers_decode_to_them_and_score_100(tm
     config.data.featurize_options.update(doc_stride=16, max_query_length=16)
     reader = get_finetune_reader("squad/v1.1")
     examples = squad.read_squad_json(f"{tmp_path}/dev-v1.1.json")
-    split = finetune.featurize(config, reader, load_tokenizer({"kind": "wordpiece", "vocab_file": VOCAB}),
-                               "validation", examples, training=False)
+    split = finetune_inputs.featurize(config, reader, load_tokenizer({"kind": "wordpiece", "vocab_file": VOCAB}),
+                                      "validation", examples, training=False)
     rows = split.features.arrays
     start_logits = np.where(np.arange(48) == rows["start_positions"][:, None], 5.0, -5.0)
     end_logits = np.where(np.arange(48) == rows["end_positions"][:, None], 5.0, -5.0)
     start_logits[:, 0] = end_logits[:, 0] = -5.0  # windows without the answer hold no candidate at [CLS]
-    scores, files = finetune.score_split("span", "squad/v1.1", split, {"start_logits": start_logits,
-                                         "end_logits": end_logits}, None, str(tmp_path / "out"), config.decode)
+    task = finetune_task("span")(ModelConfig(**TINY, vocab_size=64))
+    scores, files = task.score(split, {"start_logits": start_logits, "end_logits": end_logits},
+                               Benchmark("squad/v1.1", None, dict(config.decode)), str(tmp_path / "out"))
     assert scores == {"exact_match": 100.0, "f1": 100.0}
     with open(files["predictions"], encoding="utf-8") as f:
         assert json.load(f) == {qid: answers[0] for qid, answers in squad.gold_answers(examples).items()}
@@ -425,7 +446,7 @@ def test_bad_input_is_reported_with_file_and_line(pretraining_workdir, tmp_path)
     with open(f"{glue_dir}/MRPC/dev.tsv", "a", encoding="utf-8") as f:
         f.write("1\t5\tonly three columns\n")
     command = [sys.executable, "-m", "launch.finetune", "--config=configs/finetune_glue.py:task=mrpc",
-               f"--config.init_from={pretraining_workdir[0]}", f"--config.data.data_dir={glue_dir}",
+               f"--config.train.init_from={pretraining_workdir[0]}", f"--config.data.data_dir={glue_dir}",
                "--config.data.max_seq_length=48",
                f"--workdir={tmp_path / 'bad_row'}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,

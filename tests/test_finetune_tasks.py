@@ -17,7 +17,7 @@ from scipy import special
 from bert_jax.config import ModelConfig
 from bert_jax.model import BertModel, unbox
 from bert_jax.tasks import TASKS, get_task
-from bert_jax.tasks.classification import mean_over_tokens
+from bert_jax.heads import mean_over_tokens
 from data_pipelines import batch as batch_lib
 from data_pipelines.finetune import conll, features, multiple_choice, squad
 from data_pipelines.tokenizer import load_tokenizer

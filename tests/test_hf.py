@@ -23,7 +23,8 @@ import transformers
 
 from bert_jax import hf
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining, BertModel, unbox
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import BertModel, unbox
 
 ATOL = 1e-5
 SENTENCE_PAIRS = [

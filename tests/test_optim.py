@@ -7,7 +7,8 @@ import pytest
 
 from bert_jax import optim
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining, unbox
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import unbox
 from data_pipelines.batch import zeros_batch
 
 

@@ -61,6 +61,6 @@ def test_bfloat16_hidden_states_pool_in_float32(batch):
 
 
 def test_one_mean_pooling_for_embeddings_and_classification_heads():
-    assert classification.mean_over_tokens is pooling.mean_pooling
+    assert heads.mean_over_tokens is pooling.mean_pooling
     with pytest.raises(ValueError, match=r"pooling='sum'; expected one of \('cls', 'mean', 'max'\)"):
         pooling.pool(jnp.zeros((1, 2, 3)), jnp.ones((1, 2)), "sum")

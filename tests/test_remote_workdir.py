@@ -19,7 +19,8 @@ import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
-from bert_jax import fileio, finetune, logs, run_config, squad_decoding
+from bert_jax import fileio, logs, run_config, squad_decoding
+from bert_jax.tasks import finetune_base
 from data_pipelines.sources import books, demo_dump_path, wikipedia_dump
 
 WORKDIR = "gs://bucket/runs/demo"
@@ -109,8 +110,8 @@ def test_run_config_round_trips_through_the_bucket(bucket):
 
 
 def test_fine_tuning_prediction_files_go_to_the_bucket(bucket):
-    tsv = finetune._write_tsv(f"{WORKDIR}/predictions/dev/predictions.tsv", ("index", "prediction"),
-                              [(0, "pos"), (1, "a\ttab")])
+    tsv = finetune_base.write_tsv(f"{WORKDIR}/predictions/dev/predictions.tsv", ("index", "prediction"),
+                                  [(0, "pos"), (1, "a\ttab")])
     assert _object(bucket, tsv).decode() == 'index\tprediction\n0\tpos\n1\t"a\ttab"\n'
     decoded = squad_decoding.SquadPredictions(predictions={"q1": "Denver Broncos"},
                                               nbest={"q1": [{"text": "Denver Broncos", "probability": 1.0}]},

@@ -8,7 +8,7 @@ from jax.sharding import PartitionSpec as P
 from bert_jax import model as model_lib
 from bert_jax import sharding
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining
+from bert_jax.heads import BertForPreTraining
 from data_pipelines.batch import zeros_batch
 
 

@@ -1,45 +1,31 @@
-"""Fine-tuning heads on the pooled ``[CLS]`` output: sequence classification and regression.
+"""Sentence (pair) classification and regression on the pooled ``[CLS]`` output (GLUE, local text).
 
-Every fine-tuning model keeps the encoder under ``bert`` (so pretraining checkpoints and Hugging Face
-weights load into it unchanged) and adds its head beside it, named as Hugging Face names it
-(``classifier`` here and for tagging/multiple choice, ``qa_outputs`` for spans). Heads start from
-BERT's truncated-normal initialisation and see dropout (``hidden_dropout``) on their input, as in the
-original ``run_classifier.py``.
-
-This module also holds what every fine-tuning task shares: :class:`FinetuneTask` (a ``Task`` that can
-also hand per-row predictions to the host) and :func:`head_dense`.
+The model is :class:`bert_jax.heads.PooledClassifier`; on the host, predictions become class names
+(or scores), ``predictions.tsv``, GLUE submission files for test splits, and the GLUE metrics (accuracy
+for other benchmarks). :func:`score_predicted` is shared with multiple choice.
 """
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from bert_jax import metrics
 from bert_jax.config import ModelConfig
-from bert_jax.model import CLASSES, EMBED, BertModel, encode_batch
-from bert_jax.pooling import mean_pooling as mean_over_tokens  # Sentence-BERT mean pooling, float32 [B, H]
-from bert_jax.tasks.base import Metrics, Task, classification_sums, real_examples, safe_divide
+from bert_jax.heads import PooledClassifier
+from bert_jax.tasks.base import Metrics, classification_sums, real_examples, safe_divide
+from bert_jax.tasks.finetune_base import (Benchmark, FinetuneTask, Scores, SplitData, required_text, softmax,
+                                          write_tsv)
 from data_pipelines import batch as batch_lib
+from data_pipelines.finetune import features, glue
 
 Array = jax.Array
-
-
-def head_dense(config: ModelConfig, features: int, name: str) -> nn.Dense:
-    """A task head's output projection ``[..., H] -> [..., features]`` (kernel axes ``embed, classes``)."""
-    return nn.Dense(
-        features,
-        dtype=config.compute_dtype,
-        param_dtype=config.parameter_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.truncated_normal(config.initializer_range),
-                                                 (EMBED, CLASSES)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (CLASSES,)),
-        name=name,
-    )
 
 
 def labelled_rows(batch: Mapping[str, Array], label_field: str = "label") -> Array:
@@ -47,52 +33,56 @@ def labelled_rows(batch: Mapping[str, Array], label_field: str = "label") -> Arr
     return real_examples(batch) * (jnp.asarray(batch[label_field]) >= 0).astype(jnp.float32)
 
 
-class FinetuneTask(Task):
-    """A fine-tuning objective: a ``Task`` whose outputs also become per-row predictions.
+def _name(label_names: Sequence[str] | None, value: Any) -> str:
+    if value is None:
+        return ""
+    return label_names[int(value)] if label_names else f"{float(value):.9g}"  # float32 exactly
 
-    Subclasses implement :meth:`predictions`, the arrays the host needs to score a split with the
-    benchmark's own metrics and to write prediction files (logits, scores, tag ids).
+
+class _TextPairInput:
+    """Prediction input of the sentence (pair) tasks: ``text`` and, for pair tasks, ``text_b``."""
+
+    input_fields = ("text", "text_b")
+
+    @classmethod
+    def input_example(cls, index: int, where: str, record: Mapping[str, Any]) -> features.TextPairExample:
+        text_b = record.get("text_b") or record.get("sentence2") or None
+        return features.TextPairExample(where, index, required_text(record, ("text", "text_a", "sentence1"), where),
+                                        text_b, None)
+
+
+def class_names(benchmark: Benchmark, num_classes: int) -> tuple[str, ...]:
+    """The benchmark's class names, or ``"0" .. "C-1"`` when it has none."""
+    return tuple(benchmark.label_names or [str(i) for i in range(num_classes)])
+
+
+def score_predicted(split: SplitData, predicted: np.ndarray, names: Sequence[str] | None, ids: Sequence[Any],
+                    benchmark: Benchmark, out_dir: str) -> Scores:
+    """``predictions.tsv`` (index, prediction, label), GLUE submissions of test splits, and the metrics.
+
+    Args:
+      split: the examples (``label`` None on test splits).
+      predicted: ``[N]`` class ids, or float scores when ``names`` is None (regression).
+      names: class names in index order, or None for scores.
+      ids: the index column, one per example.
+      benchmark: ``glue/*`` tasks get the GLUE metrics and submission files; others accuracy.
+      out_dir: where the files go.
     """
-
-    @abc.abstractmethod
-    def predictions(self, outputs: Any, batch: Mapping[str, Array]) -> dict[str, Array]:
-        """Per-row prediction arrays (leading dimension ``B``) from the model's outputs."""
-
-
-POOLINGS = ("cls", "mean")
-
-
-class PooledClassifier(nn.Module):
-    """BERT, then dropout and a dense layer on a sentence vector.
-
-    Attributes:
-      config: the encoder's hyperparameters.
-      num_outputs: classes (1 for regression and for multiple-choice scores).
-      pooling: ``"cls"``, BERT's pooled output (tanh dense layer on ``[CLS]``), or ``"mean"``, the mean
-        of the last hidden states over the real tokens (for Sentence-BERT encoders such as
-        all-MiniLM-L6-v2, trained with mean pooling and never with their ``[CLS]`` pooler).
-    """
-
-    config: ModelConfig
-    num_outputs: int
-    pooling: str = "cls"
-
-    def setup(self):
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
-        self.bert = BertModel(self.config)
-        self.dropout = nn.Dropout(self.config.hidden_dropout)
-        self.classifier = head_dense(self.config, self.num_outputs, "classifier")
-
-    def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> Array:
-        """float32 ``[B, num_outputs]`` logits from the encoder fields of ``batch`` (``[B, S]`` each)."""
-        sequence, pooled = encode_batch(self.bert, batch, deterministic)
-        if self.pooling == "mean":
-            pooled = mean_over_tokens(sequence, batch["input_mask"])
-        return self.classifier(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
+    files = {"predictions": write_tsv(
+        os.path.join(out_dir, "predictions.tsv"), ("index", "prediction", "label"),
+        [(i, _name(names, p), _name(names, e.label)) for i, p, e in zip(ids, predicted, split.examples)])}
+    is_glue = benchmark.task_name.startswith("glue/")
+    if split.is_test and is_glue:
+        files["submission"] = glue.write_glue_submission(benchmark.task_name, split.name, ids, predicted, out_dir)
+    if split.is_test:
+        return {}, files
+    labels = np.asarray([e.label for e in split.examples])
+    if is_glue:
+        return metrics.glue_metrics(benchmark.task_name, predicted, labels), files
+    return {"accuracy": metrics.accuracy(predicted, labels)}, files
 
 
-class ClassificationTask(FinetuneTask):
+class ClassificationTask(_TextPairInput, FinetuneTask):
     """Sentence (pair) classification, e.g. GLUE: softmax cross-entropy over ``num_labels`` classes.
 
     Rows with ``label == -1`` (test sets) and padding rows carry no loss. Metric sums:
@@ -131,12 +121,35 @@ class ClassificationTask(FinetuneTask):
     def loss_from_sums(self, sums: Mapping[str, Any]) -> Array:
         return safe_divide(sums["loss_sum"], sums["count"])
 
+    @classmethod
+    def for_data(cls, model_config, *, label_names, train_features, pooling="cls") -> ClassificationTask:
+        del train_features
+        return cls(model_config, num_labels=len(label_names), pooling=pooling)
+
+    @classmethod
+    def fold_labels(cls, examples) -> list:
+        """Stratified folds: each fold keeps the class balance of the train split."""
+        return [e.label for e in examples]
+
     def predictions(self, outputs: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
         """``{"logits": float32 [B, num_labels]}``."""
         return {"logits": outputs}
 
+    def decode(self, split: SplitData, outputs, benchmark: Benchmark) -> list[dict]:
+        """``{"id", "label", "probabilities": {class name: p}}`` per example (``id``: its split index)."""
+        names = class_names(benchmark, outputs["logits"].shape[-1])
+        probabilities = softmax(outputs["logits"])
+        return [{"id": e.index, "label": names[int(np.argmax(p))],
+                 "probabilities": {name: float(q) for name, q in zip(names, p)}}
+                for e, p in zip(split.examples, probabilities)]
 
-class RegressionTask(FinetuneTask):
+    def score(self, split: SplitData, outputs, benchmark: Benchmark, out_dir: str) -> Scores:
+        names = class_names(benchmark, outputs["logits"].shape[-1])
+        return score_predicted(split, np.argmax(outputs["logits"], axis=-1), names,
+                               [e.index for e in split.examples], benchmark, out_dir)
+
+
+class RegressionTask(_TextPairInput, FinetuneTask):
     """Sentence-pair regression (STS-B): one score per row, mean squared error.
 
     Rows whose ``regression_target`` is NaN (test sets) and padding rows carry no loss. Metric sums:
@@ -154,6 +167,11 @@ class RegressionTask(FinetuneTask):
         """
         self.pooling = pooling
         super().__init__(model_config)
+
+    @classmethod
+    def for_data(cls, model_config, *, label_names, train_features, pooling="cls") -> RegressionTask:
+        del label_names, train_features
+        return cls(model_config, pooling=pooling)
 
     def build_model(self) -> nn.Module:
         return PooledClassifier(self.model_config, 1, self.pooling)
@@ -181,3 +199,11 @@ class RegressionTask(FinetuneTask):
     def predictions(self, outputs: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
         """``{"score": float32 [B]}``."""
         return {"score": outputs[:, 0]}
+
+    def decode(self, split: SplitData, outputs, benchmark: Benchmark) -> list[dict]:
+        """``{"id", "score"}`` per example."""
+        del benchmark
+        return [{"id": e.index, "score": float(score)} for e, score in zip(split.examples, outputs["score"])]
+
+    def score(self, split: SplitData, outputs, benchmark: Benchmark, out_dir: str) -> Scores:
+        return score_predicted(split, outputs["score"], None, [e.index for e in split.examples], benchmark, out_dir)

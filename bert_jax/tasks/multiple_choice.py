@@ -14,11 +14,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.config import ModelConfig
+from bert_jax.heads import MultipleChoiceModel
 from bert_jax.tasks.base import Metrics, classification_sums, safe_divide
-from bert_jax.tasks.classification import FinetuneTask, PooledClassifier
+from bert_jax.tasks.classification import score_predicted
+from bert_jax.tasks.finetune_base import Benchmark, FinetuneTask, Scores, SplitData, required_text, softmax
 from data_pipelines import batch as batch_lib
+from data_pipelines.finetune import multiple_choice
 
 Array = jax.Array
 
@@ -27,15 +31,6 @@ def labelled_examples(batch: Mapping[str, Array]) -> Array:
     """float32 ``[B]``: 1 for examples with a real candidate row and a known label."""
     real = jnp.max(batch["input_mask"], axis=(-2, -1)) > 0
     return (real & (jnp.asarray(batch["label"]) >= 0)).astype(jnp.float32)
-
-
-class MultipleChoiceModel(PooledClassifier):
-    """``PooledClassifier`` with one output, applied to every candidate: float32 logits ``[B, C]``."""
-
-    def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> Array:
-        b, c, s = batch["input_ids"].shape
-        rows = {name: batch[name].reshape(b * c, s) for name in batch_lib.ENCODER_FIELDS}
-        return super().__call__(rows, deterministic).reshape(b, c)
 
 
 class MultipleChoiceTask(FinetuneTask):
@@ -59,6 +54,23 @@ class MultipleChoiceTask(FinetuneTask):
         self.num_choices, self.pooling = num_choices, pooling
         super().__init__(model_config)
 
+    input_fields = ("context", "question", "endings")
+
+    @classmethod
+    def input_example(cls, index: int, where: str, record: Mapping[str, Any]) -> multiple_choice.MultipleChoiceExample:
+        """A context, an optional ``question`` stem and two or more ``endings``."""
+        del index
+        endings = record.get("endings")
+        if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+            raise ValueError(f"{where}: needs 'endings', a list of two or more texts")
+        return multiple_choice.MultipleChoiceExample(where, required_text(record, ("context",), where),
+                                                     str(record.get("question") or ""), tuple(endings), None)
+
+    @classmethod
+    def for_data(cls, model_config, *, label_names, train_features, pooling="cls") -> MultipleChoiceTask:
+        del label_names
+        return cls(model_config, num_choices=train_features.arrays["input_ids"].shape[1], pooling=pooling)
+
     def build_model(self) -> nn.Module:
         return MultipleChoiceModel(self.model_config, 1, self.pooling)
 
@@ -79,3 +91,14 @@ class MultipleChoiceTask(FinetuneTask):
     def predictions(self, outputs: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
         """``{"logits": float32 [B, C]}``."""
         return {"logits": outputs}
+
+    def decode(self, split: SplitData, outputs, benchmark: Benchmark) -> list[dict]:
+        """``{"id", "choice", "probabilities": [p per candidate]}`` per example (``id``: its guid)."""
+        del benchmark
+        return [{"id": e.guid, "choice": int(np.argmax(p)), "probabilities": [float(q) for q in p]}
+                for e, p in zip(split.examples, softmax(outputs["logits"]))]
+
+    def score(self, split: SplitData, outputs, benchmark: Benchmark, out_dir: str) -> Scores:
+        logits = outputs["logits"]
+        return score_predicted(split, np.argmax(logits, axis=-1), [str(i) for i in range(logits.shape[-1])],
+                               [e.guid for e in split.examples], benchmark, out_dir)

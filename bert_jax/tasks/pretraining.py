@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertForPreTraining
+from bert_jax.heads import BertForPreTraining
 from bert_jax.tasks.base import Metrics, Task, classification_sums, real_examples, safe_divide
 from data_pipelines import batch as batch_lib
 

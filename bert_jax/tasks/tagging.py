@@ -1,14 +1,16 @@
 """Token classification (CoNLL-2003 NER): one tag per word, predicted at the word's first sub-token.
 
 The head is dropout + a dense layer ``H -> num_labels`` on every position of the sequence output
-(``classifier``). The loss averages the cross-entropy over the positions with ``label_weights == 1``
-(each word's first sub-token); ``[CLS]``, ``[SEP]``, continuation pieces and padding carry none.
+(``classifier``, :class:`bert_jax.heads.TokenClassifier`). The loss averages the cross-entropy over
+the positions with ``label_weights == 1`` (each word's first sub-token); ``[CLS]``, ``[SEP]``,
+continuation pieces and padding carry none.
 Entity-level F1 comes from the per-token predictions on the host (``conll.word_predictions`` then
 ``bert_jax.metrics.entity_scores``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,29 +18,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import fileio, metrics
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertModel, encode_batch
+from bert_jax.heads import TokenClassifier
 from bert_jax.tasks.base import Metrics, classification_sums, safe_divide
-from bert_jax.tasks.classification import FinetuneTask, head_dense
+from bert_jax.tasks.finetune_base import Benchmark, FinetuneTask, Scores, SplitData, required_text
 from data_pipelines import batch as batch_lib
+from data_pipelines.finetune import conll
 
 Array = jax.Array
-
-
-class TokenClassifier(nn.Module):
-    """BERT, then dropout and ``classifier`` at every position: float32 logits ``[B, S, num_labels]``."""
-
-    config: ModelConfig
-    num_labels: int
-
-    def setup(self):
-        self.bert = BertModel(self.config)
-        self.dropout = nn.Dropout(self.config.hidden_dropout)
-        self.classifier = head_dense(self.config, self.num_labels, "classifier")
-
-    def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> Array:
-        sequence, _ = encode_batch(self.bert, batch, deterministic)
-        return self.classifier(self.dropout(sequence, deterministic=deterministic)).astype(jnp.float32)
 
 
 class TaggingTask(FinetuneTask):
@@ -78,6 +66,47 @@ class TaggingTask(FinetuneTask):
     def loss_from_sums(self, sums: Mapping[str, Any]) -> Array:
         return safe_divide(sums["loss_sum"], sums["token_count"])
 
+    input_fields = ("text",)
+
+    @classmethod
+    def input_example(cls, index: int, where: str, record: Mapping[str, Any]) -> conll.TaggedSentence:
+        """A sentence: ``words`` (a list) or ``text`` split at whitespace; its tags are placeholders."""
+        del index
+        words = record.get("words")
+        if not isinstance(words, list) or not words:
+            words = required_text(record, ("text",), where).split()
+        words = tuple(str(w) for w in words)
+        return conll.TaggedSentence(where, words, ("O",) * len(words))
+
+    @classmethod
+    def for_data(cls, model_config, *, label_names, train_features, pooling="cls") -> TaggingTask:
+        del train_features, pooling
+        return cls(model_config, num_labels=len(label_names))
+
     def predictions(self, outputs: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
         """``{"predicted_ids": int32 [B, S]}``: the argmax tag at every position."""
         return {"predicted_ids": jnp.argmax(outputs, axis=-1).astype(jnp.int32)}
+
+    @staticmethod
+    def _word_tags(split: SplitData, outputs, benchmark: Benchmark) -> list[list[str]]:
+        return conll.word_predictions(split.examples, split.features, outputs["predicted_ids"], benchmark.label_names)
+
+    def decode(self, split: SplitData, outputs, benchmark: Benchmark) -> list[dict]:
+        """``{"id", "words", "tags"}`` per sentence: one tag per word."""
+        return [{"id": s.guid, "words": list(s.words), "tags": list(tags)}
+                for s, tags in zip(split.examples, self._word_tags(split, outputs, benchmark))]
+
+    def score(self, split: SplitData, outputs, benchmark: Benchmark, out_dir: str) -> Scores:
+        """``predictions.conll`` (conlleval's ``word gold predicted`` lines) and entity-level scores."""
+        predicted_tags = self._word_tags(split, outputs, benchmark)
+        lines = []  # a blank line after each sentence
+        for sentence, tags in zip(split.examples, predicted_tags):
+            lines.extend(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags, tags))
+            lines.append("\n")
+        files = {"predictions": fileio.write_text(os.path.join(out_dir, "predictions.conll"), "".join(lines))}
+        if split.is_test:
+            return {}, files
+        scores = metrics.entity_scores([s.tags for s in split.examples], predicted_tags)
+        result = {k: float(scores[k]) for k in ("precision", "recall", "f1", "accuracy")}
+        result.update({f"f1_{t}": v["f1"] for t, v in scores["per_type"].items()})
+        return result, files

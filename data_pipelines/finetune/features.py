@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from data_pipelines import batch as batch_lib
+from data_pipelines.rows import encoder_rows
 
 logger = logging.getLogger(__name__)
 
@@ -165,26 +166,9 @@ def encoder_row(
     Raises:
       ValueError: when the tokens do not fit (truncate first).
     """
-    ids = [tokenizer.cls_id, *np.asarray(tokens_a).tolist(), tokenizer.sep_id]
-    num_a = len(ids)
-    if tokens_b is not None:
-        ids += [*np.asarray(tokens_b).tolist(), tokenizer.sep_id]
-    if len(ids) > max_seq_length:
-        raise ValueError(f"{len(ids)} tokens with specials do not fit max_seq_length={max_seq_length}; truncate first")
-    length = len(ids)
-    input_ids = np.full((max_seq_length,), tokenizer.pad_id, np.int32)
-    input_ids[:length] = ids
-    segment_ids = np.zeros((max_seq_length,), np.int32)
-    segment_ids[num_a:length] = 1
-    input_mask = np.zeros((max_seq_length,), np.int32)
-    input_mask[:length] = 1
-    return {
-        "input_ids": input_ids,
-        "segment_ids": segment_ids,
-        "input_mask": input_mask,
-        "sequence_ids": input_mask.copy(),
-        "position_ids": np.arange(max_seq_length, dtype=np.int32),
-    }
+    rows = encoder_rows([tokens_a], None if tokens_b is None else [tokens_b], length=max_seq_length,
+                        cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, positions=True)
+    return {name: rows[name][0] for name in batch_lib.ENCODER_FIELDS}
 
 
 def pair_row(
@@ -286,13 +270,18 @@ def read_jsonl(path: str, encoding: str = "utf-8") -> Iterator[tuple[str, dict]]
         if not line.strip():
             continue
         where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        yield where, record
+        yield where, parse_json_object(line, where)
+
+
+def parse_json_object(line: str, where: str) -> dict:
+    """One JSON-lines line as a dict; ValueError naming ``where`` for invalid JSON or a non-object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def label_index(label: str, label_names: Sequence[str], where: str) -> int:
