@@ -22,7 +22,6 @@ The data section points at the full English Wikipedia in TFDS plus a local book 
 from __future__ import annotations
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from bert_jax.optim import default_optimizer_config
 from bert_jax.sharding import default_sharding_config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bert_jax import pooling
-from bert_jax.tasks import classification
+from bert_jax import heads
 
 LENGTHS = [5, 1, 3, 0]  # real tokens per row; the last row is padding only
 S, H = 6, 4
