@@ -22,6 +22,7 @@ plus ``model.safetensors`` (fp32), the tokenizer files (``tokenizer.json``, ``to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -161,8 +162,17 @@ def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file:
 # Our runs
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def _run_summary(workdir: Path, name: str) -> dict[str, Any] | None:
+    """The final summary of the run in ``workdir``: its own, or its entry in a fine-tuning summary of all
+    runs (a single-run workdir's ``finetune_summary.json`` lists it under ``runs``); None if absent."""
+    path = workdir / name
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if "runs" not in summary:
+        return summary
+    mine = [r for r in summary["runs"] if Path(r.get("workdir", "")).resolve() == workdir.resolve()]
+    return mine[0] if mine else None
 
 
 def _finetune_labels(saved: Mapping[str, Any], label_names: Sequence[str] | None,
@@ -209,6 +219,54 @@ def _run_export_plan(saved: Mapping[str, Any], params: Mapping[str, Any], label_
     return kind, architecture, extras, names
 
 
+@dataclasses.dataclass(frozen=True)
+class SavedRun:
+    """One run of ours read back from its workdir.
+
+    Attributes:
+      run_config: its saved ``config.json`` (a dict).
+      model_config: the model it trained.
+      params: every top-level part of its params (``bert`` and its heads), unboxed host arrays in the
+        saved layout and dtype.
+      step: the checkpoint step read.
+      workdir: the run's directory (beside ``checkpoints/``).
+      tokenizer_spec: its tokenizer (``load_tokenizer`` spec), or None.
+    """
+
+    run_config: dict[str, Any]
+    model_config: ModelConfig
+    params: dict[str, Any]
+    step: int
+    workdir: Path
+    tokenizer_spec: dict[str, Any] | None
+
+
+def load_run(init_from: str) -> SavedRun:
+    """Reads the params (all parts, as saved) and run config of a workdir or ``checkpoints/<step>`` dir.
+
+    Raises:
+      FileNotFoundError: without a checkpoint, or without a run ``config.json`` beside it.
+      ValueError: when the checkpoint holds no encoder.
+    """
+    found = checkpoint_lib.find_checkpoint_dir(init_from)
+    if found is None:
+        raise FileNotFoundError(f"{init_from}: no checkpoint (expected <workdir>/checkpoints/<step>/state)")
+    source = init_source.resolve_init_source(str(init_from))
+    saved = source.run_config
+    if not saved or "model" not in saved:
+        raise FileNotFoundError(f"{init_from}: no run config.json (with a 'model' section) beside the checkpoints, "
+                                "so the model is unknown")
+    directory, step = found
+    stored = checkpoint_lib.stored_tree(directory / str(step) / "state").get("params")
+    if not stored or "bert" not in stored:
+        raise ValueError(f"{directory / str(step)} holds no encoder parameters ('bert')")
+    template = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), stored)
+    params, _ = checkpoint_lib.restore_params_only(directory, step, template)
+    workdir = directory.parent if directory.name == checkpoint_lib.CHECKPOINT_SUBDIR else directory
+    return SavedRun(saved, ModelConfig(**saved["model"]), jax.device_get(params), step, Path(workdir),
+                    source.tokenizer_spec)
+
+
 def _runs_below(path: Path) -> list[str]:
     """Run directories (holding ``checkpoints/``) under ``path``, relative to it."""
     return sorted(str(p.parent.relative_to(path)) for p in path.glob(f"**/{checkpoint_lib.CHECKPOINT_SUBDIR}"))
@@ -243,24 +301,12 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
                              f"--init_from={path / runs[0]}")
         raise FileNotFoundError(f"{init_from}: no checkpoint (<workdir>/checkpoints/<step>/state) and no Hugging "
                                 f"Face directory (config.json plus one of {', '.join(hf_files.WEIGHT_FILES)})")
-    source = init_source.resolve_init_source(str(path))
-    saved = source.run_config
-    if not saved or "model" not in saved:
-        raise FileNotFoundError(f"{init_from}: no run config.json (with a 'model' section) beside the checkpoints, "
-                                "so the model is unknown")
-    directory, step = found
-    stored = checkpoint_lib.stored_tree(directory / str(step) / "state").get("params")
-    if not stored or "bert" not in stored:
-        raise ValueError(f"{directory / str(step)} holds no encoder parameters ('bert')")
-    template = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), stored)
-    params, _ = checkpoint_lib.restore_params_only(directory, step, template)
-    cfg = ModelConfig(**saved["model"])
-    kind, architecture, extras, names = _run_export_plan(saved, params, label_names)
-    export_hf(params, cfg, out_dir, tokenizer_spec=source.tokenizer_spec, architecture=architecture,
+    run = load_run(init_from)
+    kind, architecture, extras, names = _run_export_plan(run.run_config, run.params, label_names)
+    export_hf(run.params, run.model_config, out_dir, tokenizer_spec=run.tokenizer_spec, architecture=architecture,
               config_extras=extras)
-    workdir = directory.parent if directory.name == checkpoint_lib.CHECKPOINT_SUBDIR else directory
     summary_file = PRETRAINING_SUMMARY_FILE if kind == "pretraining" else FINETUNE_SUMMARY_FILE
     model_card.write_model_card(out_dir, model_card.RunInfo(
-        source=os.fspath(init_from), kind=kind, architecture=architecture, model_config=cfg, run_config=saved,
-        step=step, summary=_read_json(Path(workdir) / summary_file), label_names=names))
+        source=os.fspath(init_from), kind=kind, architecture=architecture, model_config=run.model_config,
+        run_config=run.run_config, step=run.step, summary=_run_summary(run.workdir, summary_file), label_names=names))
     return out_dir
