@@ -273,10 +273,10 @@ def test_span_exports_bert_for_question_answering_and_answers_in_the_pipeline(fi
         reference = model(**inputs)
     np.testing.assert_allclose(np.asarray(logits["start_logits"]), reference.start_logits.numpy(), rtol=0, atol=ATOL)
     np.testing.assert_allclose(np.asarray(logits["end_logits"]), reference.end_logits.numpy(), rtol=0, atol=ATOL)
-    pipe = transformers.pipeline("question-answering", model=out, device="cpu")
-    answer = pipe(question=questions[0][0], context=context)
-    assert answer["answer"] in context and context[answer["start"]:answer["end"]] == answer["answer"]
-    assert "pipeline_tag: question-answering" in open(os.path.join(out, "README.md")).read()
+    # transformers 5 removed the question-answering pipeline (its task name now raises a KeyError), so
+    # the span logits above are the check; the card keeps the Hub tag but shows no pipeline call.
+    card = open(os.path.join(out, "README.md")).read()
+    assert "pipeline_tag: question-answering" in card and "transformers.pipeline(" not in card
 
 
 def test_tagging_exports_the_tag_set_and_the_pipeline_tags_as_our_logits_do(finetuned, exported):
@@ -340,6 +340,7 @@ def test_a_hugging_face_head_of_the_same_task_is_kept(kind, finetuned, exported,
     config, workdir = finetuned[kind]
     config = config.copy_and_resolve_references()
     config.init_from = exported[kind]
+    config.train.seed = 1  # a fresh head other than the exported one (the step-0 runs hold seed 0's)
     params, fresh = _init_params(config, kind, LABELS.get(kind), tmp_path / "run")
     head = "qa_outputs" if kind == "span" else "classifier"
     assert head not in fresh

@@ -290,15 +290,16 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
         config, several runs in one workdir, an unexportable head).
     """
     path, out_dir = Path(init_from), Path(out_dir)
-    found = checkpoint_lib.find_checkpoint_dir(path)
-    if found is None:
-        if hf_files.is_hf_directory(path):
-            convert_hf_directory(path, out_dir)
-            return out_dir
-        runs = _runs_below(path) if path.is_dir() else []
-        if runs:
-            raise ValueError(f"{init_from} holds {len(runs)} runs ({', '.join(runs)}); export one of them, e.g. "
-                             f"--init_from={path / runs[0]}")
+    if hf_files.is_hf_directory(path) and checkpoint_lib.find_checkpoint_dir(path) is None:
+        convert_hf_directory(path, out_dir)
+        return out_dir
+    names_a_run = path.name == checkpoint_lib.CHECKPOINT_SUBDIR or any(
+        (path / name).exists() for name in (checkpoint_lib.CHECKPOINT_SUBDIR, "state"))
+    runs = [] if names_a_run or not path.is_dir() else _runs_below(path)
+    if runs:  # checked first: Orbax would read seed_1/ or fold_1/ as a checkpoint of step 1
+        raise ValueError(f"{init_from} holds {len(runs)} runs ({', '.join(runs)}); export one of them, e.g. "
+                         f"--init_from={path / runs[0]}")
+    if checkpoint_lib.find_checkpoint_dir(path) is None:
         raise FileNotFoundError(f"{init_from}: no checkpoint (<workdir>/checkpoints/<step>/state) and no Hugging "
                                 f"Face directory (config.json plus one of {', '.join(hf_files.WEIGHT_FILES)})")
     run = load_run(init_from)

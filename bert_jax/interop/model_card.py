@@ -27,6 +27,9 @@ PIPELINE_TAGS = {
     "BertModel": "feature-extraction",
 }
 
+# The pipeline() tasks transformers 5 still has (it removed "question-answering").
+PIPELINES = ("fill-mask", "text-classification", "token-classification", "feature-extraction")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
@@ -104,7 +107,7 @@ def _usage(architecture: str) -> list[str]:
     lines = ["```python", "import transformers", "",
              f'model = transformers.{architecture}.from_pretrained("path/to/this/directory")',
              'tokenizer = transformers.AutoTokenizer.from_pretrained("path/to/this/directory")']
-    if tag:
+    if tag in PIPELINES:
         lines.append(f'pipe = transformers.pipeline("{tag}", model="path/to/this/directory")')
     return [*lines, "```"]
 
