@@ -40,7 +40,8 @@ from bert_jax.finetune_inputs import RunInputs, num_train_steps, read_inputs, sp
 from bert_jax.finetune_scoring import Evaluator
 from bert_jax.heads import PRETRAINING_HEADS
 from bert_jax.tasks import Benchmark, FinetuneTask, SplitData
-from bert_jax.train import hf_importer, tokenizer_spec
+from bert_jax.interop.init_source import (InitSource, hf_importer, model_config_for,  # noqa: F401
+                                          resolve_init_source, tokenizer_for)
 from bert_jax.trainer import Trainer
 from data_pipelines import hf_tokenizer_files
 from configs.common import check_moved_fields
@@ -87,81 +88,11 @@ def validate(config: ml_collections.ConfigDict, model_config: ModelConfig, token
 # Where to start from: model config and tokenizer
 
 
-@dataclasses.dataclass(frozen=True)
-class InitSource:
-    """What ``init_from`` names.
-
-    Attributes:
-      kind: ``'checkpoint'`` (our Orbax checkpoint), ``'hf'`` (Hugging Face / exported directory) or
-        ``'scratch'``.
-      path: for the trainer's restore: the ``checkpoints/<step>`` directory, the Hugging Face directory,
-        or ``''``.
-      model_fields: ``ModelConfig`` fields the source fixes (its architecture), or None when unknown.
-      tokenizer_spec: the source's tokenizer (``load_tokenizer`` spec), or None.
-    """
-
-    kind: str
-    path: str
-    model_fields: dict[str, Any] | None = None
-    tokenizer_spec: dict[str, Any] | None = None
-
-
-def resolve_init_source(init_from: str) -> InitSource:
-    """Classifies ``init_from`` and reads the model config and tokenizer it carries.
-
-    A workdir of ours (``checkpoints/<step>``, with the run's ``config.json`` beside them) gives its
-    ``model`` and ``tokenizer`` sections; a Hugging Face directory (``config.json`` with BERT fields
-    plus weights) gives its architecture and its ``vocab.txt`` (or, as transformers 5 saves it, its
-    ``tokenizer.json``).
-
-    Raises:
-      FileNotFoundError: naming what was looked for when ``init_from`` is neither.
-    """
-    if not init_from:
-        return InitSource("scratch", "")
-    path = epath.Path(init_from)
-    found = checkpoint_lib.find_checkpoint_dir(path)
-    if found is not None:
-        directory, step = found
-        workdir = directory.parent if directory.name == checkpoint_lib.CHECKPOINT_SUBDIR else directory
-        saved = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").exists() else {}
-        return InitSource("checkpoint", str(directory / str(step)), saved.get("model"),
-                          tokenizer_spec(saved["tokenizer"]) if "tokenizer" in saved else None)
-    has_weights = any((path / name).exists() for name in hf.WEIGHT_FILES)
-    if (path / hf.CONFIG_FILE).exists() and has_weights:
-        model_fields = hf.hf_config_to_model_config(hf.read_hf_config(path)).to_dict()
-        return InitSource("hf", str(path), model_fields, hf_tokenizer_files.find_hf_tokenizer_spec(path))
-    raise FileNotFoundError(
-        f"init_from={init_from}: neither a checkpoint (<workdir>/checkpoints/<step>/state) nor a Hugging Face "
-        f"directory (config.json plus one of {', '.join(hf.WEIGHT_FILES)})")
-
-
-def model_config_for(config: ml_collections.ConfigDict, source: InitSource) -> ModelConfig:
-    """``config.model`` with the architecture fields of ``source`` (checkpoints also fix the layer layout)."""
-    fields = dict(config.model)
-    if source.model_fields:
-        keep = [f for f in RUNTIME_MODEL_FIELDS if source.kind == "hf" or f != "scan_layers"]
-        fields = {**source.model_fields, **{name: fields[name] for name in keep}}
-    return ModelConfig(**fields)
-
-
-def tokenizer_for(config: ml_collections.ConfigDict, source: InitSource) -> tokenizer_lib.Tokenizer:
-    """The configured tokenizer, else the one ``init_from`` carries."""
-    spec = tokenizer_spec(config.tokenizer)
-    if not spec.get("vocab_file") and not spec.get("model_file"):
-        if source.tokenizer_spec is None:
-            raise run_config.ConfigError(f"no tokenizer: init_from={config.train.init_from or '(none)'} carries none; "
-                                         "set --config.tokenizer.vocab_file")
-        spec = source.tokenizer_spec
-    return tokenizer_lib.load_tokenizer(spec)
-
-
 # ----------------------------------------------------------------------------------------------------
 # One run
 
-
 def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir: str, source: InitSource,
-                 data_iterator: Any = None) -> tuple[Trainer, str, list[str]]:
+                 data_iterator: Any = None, label_names=None) -> tuple[Trainer, str, list[str]]:
     """A ``Trainer`` for ``task`` restored per the restore order, with the encoder from ``source``.
 
     Args:
@@ -170,6 +101,7 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
       workdir: this run's directory (resumes its own checkpoint first).
       source: ``resolve_init_source(config.train.init_from)``.
       data_iterator: restored with the state when resuming this run.
+      label_names: the task's class names; a Hugging Face source's head is kept when they match.
 
     Returns:
       ``(trainer, how it was restored, the top-level params left at their fresh initialisation)``: the
@@ -180,9 +112,10 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
         run_cfg.train.init_from = source.path
     trainer = Trainer(run_cfg, task, workdir, seq_len=config.data.max_seq_length)
     fresh = jax.device_get(trainer.state.params)
-    import_hf = hf_importer(task.model_config.scan_layers) if source.kind == "hf" else None
+    import_hf = hf_importer(task.model_config.scan_layers, task.name, label_names) if source.kind == "hf" else None
     # From init_from only the encoder: the pretraining heads and any earlier task head (e.g. of an
-    # intermediate fine-tuning) are dropped by name. Resuming this run's own checkpoint restores all.
+    # intermediate fine-tuning) are dropped by name; a Hugging Face source's head is kept when its task and
+    # labels match (interop.init_source.hf_importer). Resuming this run's own checkpoint restores all.
     how = trainer.restore(data_iterator, drop_heads=(*PRETRAINING_HEADS, *task.head_names), import_hf=import_hf)
     restored = jax.device_get(trainer.state.params)
     unchanged = [name for name in sorted(fresh) if checkpoint_lib.tree_equal(fresh[name], restored[name])]
@@ -212,7 +145,7 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSour
     task = inputs.task_class.for_data(ModelConfig(**config.model), label_names=inputs.label_names,
                                       train_features=train.features, pooling=config.task.pooling)
     train_iter = train_iterator(train.features, config.train.batch_size, config.train.seed)
-    trainer, how, fresh = init_trainer(config, task, workdir, source, train_iter)
+    trainer, how, fresh = init_trainer(config, task, workdir, source, train_iter, label_names)
     if trainer.primary:
         run_config.save_config(config, workdir)
     evaluator = Evaluator(trainer, evals, config.train.eval_batch_size, benchmark_of(config, inputs), workdir)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import finetune, hf
+from bert_jax.interop import hf_bert, hf_files, init_source
 from bert_jax.config import ModelConfig
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertModel
@@ -69,17 +69,17 @@ def load_model(init_from: str, *, tokenizer_spec: dict[str, Any] | None = None) 
     Raises:
       FileNotFoundError / ValueError: naming what is missing (weights, model config, tokenizer).
     """
-    source = finetune.resolve_init_source(init_from)
+    source = init_source.resolve_init_source(init_from)
     if source.kind == "scratch":
         raise ValueError("init_from is empty: name a Hugging Face directory or a checkpoint")
     if source.kind == "hf":
-        cfg, params, report = hf.load_hf_checkpoint(source.path, scan_layers=False)
+        cfg, params, report = hf_files.load_hf_checkpoint(source.path, scan_layers=False)
         has_mlm_head = "mlm_head" not in report.missing_heads
     else:
         if source.model_fields is None:
             raise ValueError(f"{init_from}: no run config.json beside the checkpoints, so the model size is unknown")
         cfg = ModelConfig(**source.model_fields)
-        template = hf.init_pretraining_params(cfg, jax.random.key(0))
+        template = hf_bert.init_pretraining_params(cfg, jax.random.key(0))
         directory, step = checkpoint_lib.find_checkpoint_dir(source.path)
         params, fresh = checkpoint_lib.restore_params_only(directory, step, template)
         if "bert" in fresh:

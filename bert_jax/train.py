@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import distributed, fileio, logs, run_config
+from bert_jax.interop.init_source import hf_importer, tokenizer_spec  # noqa: F401
 from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
 from data_pipelines import tokenizer as tokenizer_lib
@@ -24,11 +25,6 @@ from data_pipelines import vocab_training
 from data_pipelines.loader import make_pretraining_loader
 
 FINAL_SUMMARY_FILE = "final_metrics.json"
-
-
-def tokenizer_spec(section: Any) -> dict[str, Any]:
-    """A ``load_tokenizer`` spec from a config ``tokenizer`` section (empty values and build flags dropped)."""
-    return {k: v for k, v in dict(section).items() if k != "build_if_missing" and v not in ("", None)}
 
 
 def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
@@ -44,31 +40,6 @@ def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokeni
         training_spec = {k: v for k, v in spec.items() if k not in ("vocab_file", "model_file")}
         vocab_training.build_vocab_from_source(dict(config.data.sources[0]), training_spec, os.path.dirname(path))
     return tokenizer_lib.load_tokenizer(spec)
-
-
-def hf_importer(scan_layers: bool):
-    """``(hf_dir, params_template) -> params``: Hugging Face weights, fresh heads where HF has none."""
-
-    def import_hf(hf_dir: str, template: Any) -> Any:
-        from bert_jax import hf  # pylint: disable=g-import-not-at-top
-
-        _, params, report = hf.load_hf_checkpoint(hf_dir, scan_layers=scan_layers)
-        fresh = set(report.missing_heads)
-        merged = {name: template[name] if name in fresh or name not in params else params[name] for name in template}
-
-        ours = dict(jax.tree_util.tree_flatten_with_path(template)[0])
-        theirs = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
-        problems = [f"{jax.tree_util.keystr(p)}: shape {np.shape(theirs[p])} there, {ours[p].shape} here"
-                    for p in ours if p in theirs and np.shape(theirs[p]) != ours[p].shape]
-        problems += [f"{jax.tree_util.keystr(p)}: absent there" for p in ours if p not in theirs]
-        problems += [f"{jax.tree_util.keystr(p)}: not in this model" for p in theirs if p not in ours]
-        if problems:
-            raise ValueError(
-                f"init_from={hf_dir} does not fit this run's model (set config.model to its config.json): "
-                + "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else ""))
-        return jax.tree.map(lambda x, t: jax.device_put(np.asarray(x, t.dtype), t.sharding), merged, template)
-
-    return import_hf
 
 
 def unigram_baseline(batches) -> float:

@@ -1,30 +1,34 @@
-r"""Re-exports a Hugging Face BERT directory through bert-jax's parameter tree.
+r"""Exports a run to a Hugging Face directory that ``transformers`` loads offline with none of our code.
 
-Reads ``config.json`` plus ``model.safetensors`` / sharded safetensors / ``pytorch_model.bin`` and writes
-``config.json``, ``model.safetensors`` and the tokenizer files, loadable offline by ``transformers``.
-Useful to convert ``pytorch_model.bin`` to safetensors and to check the import/export path end to end::
+``--init_from`` is a pretraining or fine-tuning workdir (one run), one of its ``checkpoints/<step>``
+dirs, or a Hugging Face BERT directory (re-exported through our parameter tree, e.g. to turn a
+``pytorch_model.bin`` into ``model.safetensors``). The architecture follows the run: ``BertForPreTraining``
+/ ``BertForMaskedLM`` for pretraining, the matching ``BertFor...`` class for each fine-tuning task::
 
-  python -m launch.export_hf --init_from=/path/to/hf_bert --out_dir=/tmp/bert_export
+  python -m launch.export_hf --init_from=workdirs/demo --out=/tmp/demo_hf
 
-Exporting our own training checkpoints (Orbax) comes with ``bert_jax/checkpoint.py``.
+Writes ``config.json``, ``model.safetensors``, the tokenizer files and a model card ``README.md``.
 """
 
 from absl import app, flags
 
-from bert_jax import hf
+from bert_jax.interop import export
 
-_INIT_FROM = flags.DEFINE_string("init_from", None, "Hugging Face BERT directory to read.", required=True)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory to write (created if needed).", required=True)
-_VOCAB = flags.DEFINE_string(
-    "vocab", None, "WordPiece vocab.txt or a tokenizer directory; default: --init_from when it holds vocab.txt.")
-_LOWERCASE = flags.DEFINE_boolean(
-    "lowercase", None, "Tokenizer do_lower_case; default: the vocab directory's tokenizer_config.json, else true.")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "Workdir, checkpoint dir or Hugging Face directory.",
+                                 required=True)
+_OUT = flags.DEFINE_string("out", None, "Directory to write (created if needed).")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "The same as --out (older spelling).")
+_LABEL_NAMES = flags.DEFINE_list(
+    "label_names", None, "Class names in id order, for a classification/tagging run whose training file is gone.")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    hf.convert_hf_directory(_INIT_FROM.value, _OUT_DIR.value, vocab_file=_VOCAB.value, lowercase=_LOWERCASE.value)
+    out = _OUT.value or _OUT_DIR.value
+    if not out:
+        raise app.UsageError("--out is required: the directory to write")
+    print(export.export_run(_INIT_FROM.value, out, label_names=_LABEL_NAMES.value))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import tokenizers
 import torch
 import transformers
 
-from bert_jax import hf
+from bert_jax.interop import export, hf_bert, hf_files, init_source
 from bert_jax.config import ModelConfig
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertModel, unbox
@@ -104,7 +104,7 @@ def minilm_reference(minilm_dir):
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["looped", "scanned"])
 def test_minilm_matches_transformers_bert_model(minilm_dir, minilm_reference, scan_layers):
     enc, hidden_ref, pooled_ref = minilm_reference
-    cfg, params, report = hf.load_hf_checkpoint(minilm_dir, scan_layers=scan_layers)
+    cfg, params, report = hf_files.load_hf_checkpoint(minilm_dir, scan_layers=scan_layers)
 
     assert cfg.scan_layers == scan_layers
     assert ("layers" in params["bert"]["encoder"]) == scan_layers
@@ -121,21 +121,21 @@ def test_minilm_matches_transformers_bert_model(minilm_dir, minilm_reference, sc
 
 def test_hf_config_mapping(minilm_dir):
     source = json.loads((minilm_dir / "config.json").read_text())
-    cfg = hf.hf_config_to_model_config(source, dtype="bfloat16")
+    cfg = hf_bert.hf_config_to_model_config(source, dtype="bfloat16")
     assert (cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size) == (
         source["vocab_size"], source["hidden_size"], source["num_hidden_layers"],
         source["num_attention_heads"], source["intermediate_size"])
     assert (cfg.hidden_act, cfg.layer_norm_eps, cfg.dtype) == ("gelu", source["layer_norm_eps"], "bfloat16")
     for act in ("gelu_new", "gelu_pytorch_tanh"):
-        assert hf.hf_config_to_model_config({**source, "hidden_act": act}).hidden_act == "gelu_tanh"
+        assert hf_bert.hf_config_to_model_config({**source, "hidden_act": act}).hidden_act == "gelu_tanh"
     tanh_cfg = cfg.replace(hidden_act="gelu_tanh", dtype="float32")
-    assert hf.hf_config_to_model_config(hf.model_config_to_hf_config(tanh_cfg)) == tanh_cfg
+    assert hf_bert.hf_config_to_model_config(hf_bert.model_config_to_hf_config(tanh_cfg)) == tanh_cfg
     with pytest.raises(ValueError, match="hidden_act='silu'"):
-        hf.hf_config_to_model_config({**source, "hidden_act": "silu"})
+        hf_bert.hf_config_to_model_config({**source, "hidden_act": "silu"})
     with pytest.raises(ValueError, match="model_type='roberta'"):
-        hf.hf_config_to_model_config({**source, "model_type": "roberta"})
+        hf_bert.hf_config_to_model_config({**source, "model_type": "roberta"})
     with pytest.raises(ValueError, match="num_hidden_layers"):
-        hf.hf_config_to_model_config({k: v for k, v in source.items() if k != "num_hidden_layers"})
+        hf_bert.hf_config_to_model_config({k: v for k, v in source.items() if k != "num_hidden_layers"})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -173,20 +173,20 @@ def hf_random(tmp_path_factory, small_vocab):
     root = tmp_path_factory.mktemp("hf_random")
     model.save_pretrained(root / "safetensors")
     model.save_pretrained(root / "sharded", max_shard_size="100KB")
-    assert (root / "sharded" / hf.SAFETENSORS_INDEX_FILE).is_file()
+    assert (root / "sharded" / hf_files.SAFETENSORS_INDEX_FILE).is_file()
     (root / "pytorch_bin").mkdir()
     shutil.copy(root / "safetensors" / "config.json", root / "pytorch_bin")
     renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
                for k, v in model.state_dict().items()}
     assert "cls.predictions.decoder.weight" in renamed and "bert.embeddings.LayerNorm.gamma" in renamed
-    torch.save(renamed, root / "pytorch_bin" / hf.TORCH_FILE)
+    torch.save(renamed, root / "pytorch_bin" / hf_files.TORCH_FILE)
     return root, model
 
 
 @pytest.mark.parametrize("form,scan_layers", [("safetensors", False), ("sharded", True), ("pytorch_bin", False)])
 def test_random_bert_for_pretraining_imports_with_equal_logits(hf_random, small_vocab, form, scan_layers):
     root, model = hf_random
-    cfg, params, report = hf.load_hf_checkpoint(root / form, scan_layers=scan_layers)
+    cfg, params, report = hf_files.load_hf_checkpoint(root / form, scan_layers=scan_layers)
 
     assert cfg.hidden_act == "gelu_tanh"
     assert report.missing_heads == () and report.unused == () and report.warnings == ()
@@ -198,26 +198,32 @@ def test_random_bert_for_pretraining_imports_with_equal_logits(hf_random, small_
     np.testing.assert_allclose(nsp, nsp_ref, rtol=0, atol=ATOL)
 
 
-def test_unused_keys_and_missing_heads_are_reported(tmp_path):
+def test_a_classifier_head_is_read_unknown_keys_reported_and_missing_heads_initialised(tmp_path):
     torch.manual_seed(1)
     config = transformers.BertConfig(vocab_size=1000, num_labels=3, **SMALL_SIZES)
-    transformers.BertForSequenceClassification(config).save_pretrained(tmp_path)
-    _, params, report = hf.load_hf_checkpoint(tmp_path, rng=jax.random.key(3))
+    model = _perturb_torch(transformers.BertForSequenceClassification(config))
+    model.save_pretrained(tmp_path)
+    state = safetensors.numpy.load_file(tmp_path / hf_files.SAFETENSORS_FILE)
+    state["extra_head.weight"] = np.ones((2, 64), np.float32)  # maps to nothing of ours
+    safetensors.numpy.save_file(state, tmp_path / hf_files.SAFETENSORS_FILE, metadata={"format": "pt"})
+    _, params, report = hf_files.load_hf_checkpoint(tmp_path, rng=jax.random.key(3))
 
-    assert report.unused == ("classifier.bias", "classifier.weight")
+    assert report.task_heads == ("classifier",)
+    np.testing.assert_array_equal(params["classifier"]["kernel"], model.classifier.weight.detach().numpy().T)
+    assert report.unused == ("extra_head.weight",)
     assert report.missing_heads == ("mlm_head", "nsp_head")
     assert "cls.seq_relationship.weight" in report.missing_keys
     assert "nsp_head/kernel" in report.initialized and params["nsp_head"]["kernel"].shape == (64, 2)
-    assert "classifier.weight" in report.summary()
+    assert "extra_head.weight" in report.summary() and "classifier" in report.summary()
 
 
 def test_untied_decoder_is_reported(hf_random, tmp_path):
     root, _ = hf_random
-    state = safetensors.numpy.load_file(root / "safetensors" / hf.SAFETENSORS_FILE)
+    state = safetensors.numpy.load_file(root / "safetensors" / hf_files.SAFETENSORS_FILE)
     state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"] + 1.0
-    safetensors.numpy.save_file(state, tmp_path / hf.SAFETENSORS_FILE, metadata={"format": "pt"})
+    safetensors.numpy.save_file(state, tmp_path / hf_files.SAFETENSORS_FILE, metadata={"format": "pt"})
     shutil.copy(root / "safetensors" / "config.json", tmp_path)
-    _, params, report = hf.load_hf_checkpoint(tmp_path)
+    _, params, report = hf_files.load_hf_checkpoint(tmp_path)
 
     assert len(report.warnings) == 1 and "cls.predictions.decoder.weight" in report.warnings[0]
     np.testing.assert_array_equal(params["bert"]["embeddings"]["word_embeddings"],
@@ -226,9 +232,9 @@ def test_untied_decoder_is_reported(hf_random, tmp_path):
 
 def test_convert_pytorch_bin_writes_the_same_tensors_as_safetensors(hf_random, small_vocab, tmp_path):
     root, model = hf_random
-    hf.convert_hf_directory(root / "pytorch_bin", tmp_path, vocab_file=small_vocab)
+    export.convert_hf_directory(root / "pytorch_bin", tmp_path, vocab_file=small_vocab)
 
-    written = safetensors.numpy.load_file(tmp_path / hf.SAFETENSORS_FILE)
+    written = safetensors.numpy.load_file(tmp_path / hf_files.SAFETENSORS_FILE)
     expected = {k: v.numpy() for k, v in model.state_dict().items()}
     assert set(written) == set(expected)  # the full BertForPreTraining keys, tied decoder included
     for key, value in expected.items():
@@ -241,7 +247,7 @@ def test_convert_pytorch_bin_writes_the_same_tensors_as_safetensors(hf_random, s
 
 def _random_params(cfg: ModelConfig, seed: int):
     """Our model's init, then noise on every leaf (LayerNorm scales and biases included)."""
-    params = hf.init_pretraining_params(cfg, jax.random.key(seed))
+    params = hf_bert.init_pretraining_params(cfg, jax.random.key(seed))
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
     noisy = [np.asarray(x + 0.1 * jax.random.normal(k, x.shape)) for x, k in zip(leaves, keys)]
@@ -249,13 +255,13 @@ def _random_params(cfg: ModelConfig, seed: int):
 
 
 def test_export_loads_offline_in_transformers_with_equal_logits(small_vocab, tmp_path):
-    cfg = hf.hf_config_to_model_config(dict(vocab_size=1000, **SMALL_SIZES))
+    cfg = hf_bert.hf_config_to_model_config(dict(vocab_size=1000, **SMALL_SIZES))
     params = _random_params(cfg, seed=5)
-    looped_dir = hf.export_hf(params, cfg, tmp_path / "looped", vocab_file=small_vocab)
-    scanned_dir = hf.export_hf(hf.stack_layers(params), cfg.replace(scan_layers=True), tmp_path / "scanned",
+    looped_dir = export.export_hf(params, cfg, tmp_path / "looped", vocab_file=small_vocab)
+    scanned_dir = export.export_hf(hf_bert.stack_layers(params), cfg.replace(scan_layers=True), tmp_path / "scanned",
                                vocab_file=small_vocab, lowercase=True)
-    looped = safetensors.numpy.load_file(looped_dir / hf.SAFETENSORS_FILE)
-    scanned = safetensors.numpy.load_file(scanned_dir / hf.SAFETENSORS_FILE)
+    looped = safetensors.numpy.load_file(looped_dir / hf_files.SAFETENSORS_FILE)
+    scanned = safetensors.numpy.load_file(scanned_dir / hf_files.SAFETENSORS_FILE)
     assert looped.keys() == scanned.keys()
     for key in looped:
         np.testing.assert_array_equal(looped[key], scanned[key], err_msg=key)
@@ -287,11 +293,11 @@ def test_export_loads_offline_in_transformers_with_equal_logits(small_vocab, tmp
 
 
 def test_minilm_round_trip_exports_an_encoder_only_model(minilm_dir, minilm_reference, tmp_path):
-    report = hf.convert_hf_directory(minilm_dir, tmp_path)
+    report = export.convert_hf_directory(minilm_dir, tmp_path)
     assert report.missing_heads == ("mlm_head", "nsp_head")
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertModel"]
-    source = safetensors.numpy.load_file(minilm_dir / hf.SAFETENSORS_FILE)
-    written = safetensors.numpy.load_file(tmp_path / hf.SAFETENSORS_FILE)
+    source = safetensors.numpy.load_file(minilm_dir / hf_files.SAFETENSORS_FILE)
+    written = safetensors.numpy.load_file(tmp_path / hf_files.SAFETENSORS_FILE)
     assert set(written) == set(source) - {"embeddings.position_ids"}
     for key, value in written.items():
         np.testing.assert_array_equal(value, source[key], err_msg=key)
@@ -310,39 +316,37 @@ def test_minilm_round_trip_exports_an_encoder_only_model(minilm_dir, minilm_refe
 
 def test_missing_files_are_named(hf_random, tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "config.json"))):
-        hf.load_hf_checkpoint(tmp_path)
+        hf_files.load_hf_checkpoint(tmp_path)
     shutil.copy(hf_random[0] / "safetensors" / "config.json", tmp_path)
     message = f"no weights in {tmp_path}: expected one of model.safetensors"
     with pytest.raises(FileNotFoundError, match=re.escape(message)):
-        hf.load_hf_checkpoint(tmp_path)
+        hf_files.load_hf_checkpoint(tmp_path)
 
 
 def test_shape_mismatch_names_the_key_and_both_shapes(hf_random):
     with pytest.raises(ValueError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight: "
                                          r"the checkpoint has \(128, 64\), the model config expects \(96, 64\)"):
-        hf.load_hf_checkpoint(hf_random[0] / "safetensors", model_config_overrides={"intermediate_size": 96})
+        hf_files.load_hf_checkpoint(hf_random[0] / "safetensors", model_config_overrides={"intermediate_size": 96})
 
 
 def test_missing_encoder_tensor_is_an_error(hf_random, tmp_path):
-    state = safetensors.numpy.load_file(hf_random[0] / "safetensors" / hf.SAFETENSORS_FILE)
+    state = safetensors.numpy.load_file(hf_random[0] / "safetensors" / hf_files.SAFETENSORS_FILE)
     del state["bert.encoder.layer.1.output.dense.bias"]
-    cfg = hf.hf_config_to_model_config(hf.read_hf_config(hf_random[0] / "safetensors"))
+    cfg = hf_bert.hf_config_to_model_config(hf_files.read_hf_config(hf_random[0] / "safetensors"))
     with pytest.raises(ValueError, match=r"lacks 1 encoder tensor\(s\): bert\.encoder\.layer\.1\.output"):
-        hf.hf_state_dict_to_params(state, cfg)
+        hf_bert.hf_state_dict_to_params(state, cfg)
 
 
 def test_pytorch_bin_without_torch_says_so(hf_random, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ImportError, match="pytorch_model.bin is a PyTorch state dict .* needs torch"):
-        hf.load_hf_checkpoint(hf_random[0] / "pytorch_bin")
+        hf_files.load_hf_checkpoint(hf_random[0] / "pytorch_bin")
 
 
 def test_a_transformers5_directory_without_vocab_txt_converts_and_gives_fine_tuning_its_tokenizer(
         minilm_dir, tmp_path):
     """transformers 5 saves tokenizer.json and no vocab.txt: both our entry points still find the vocabulary."""
     from transformers import AutoTokenizer
-
-    from bert_jax import finetune
 
     source_dir = tmp_path / "saved_by_transformers5"
     source_dir.mkdir()
@@ -351,10 +355,10 @@ def test_a_transformers5_directory_without_vocab_txt_converts_and_gives_fine_tun
     AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(source_dir)
     assert not (source_dir / "vocab.txt").exists()
 
-    source = finetune.resolve_init_source(str(source_dir))
+    source = init_source.resolve_init_source(str(source_dir))
     assert source.kind == "hf" and source.tokenizer_spec == {"kind": "wordpiece",
                                                              "vocab_file": str(source_dir / "tokenizer.json")}
     out = tmp_path / "converted"
-    hf.convert_hf_directory(source_dir, out)
+    export.convert_hf_directory(source_dir, out)
     assert (out / "vocab.txt").read_text().splitlines() == (minilm_dir / "vocab.txt").read_text().splitlines()
     assert json.loads((out / "tokenizer_config.json").read_text())["do_lower_case"] is True
