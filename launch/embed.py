@@ -10,12 +10,10 @@ each ``--query`` prints its ``--k`` most similar sentences by cosine similarity 
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from bert_jax import inference, logs
+from bert_jax import entry, inference
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Model directory (Hugging Face or a workdir).", required=True)
 _INPUT = flags.DEFINE_string("input", None, "File of sentences.", required=True)
@@ -26,14 +24,11 @@ _QUERY = flags.DEFINE_multi_string("query", [], "Sentence to search for (repeat 
 _K = flags.DEFINE_integer("k", 5, "Neighbours per query.")
 
 
+@entry.main()
 def main(argv):
-    del argv
-    logs.setup_logging()
-    try:
-        model = inference.load_model(_INIT_FROM.value)
-        sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"embed failed: {error}")
+    entry.no_arguments(argv)
+    model = inference.load_model(_INIT_FROM.value)  # a bad directory or file: one line, exit 2
+    sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
     vectors = inference.embed(model, sentences, normalize=_NORMALIZE.value)
     if _OUTPUT.value:
         np.save(_OUTPUT.value, vectors)
@@ -48,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

@@ -9,9 +9,9 @@ Useful to convert ``pytorch_model.bin`` to safetensors and to check the import/e
 Exporting our own training checkpoints (Orbax) comes with ``bert_jax/checkpoint.py``.
 """
 
-from absl import app, flags
+from absl import flags
 
-from bert_jax import hf
+from bert_jax import entry, hf
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Hugging Face BERT directory to read.", required=True)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory to write (created if needed).", required=True)
@@ -21,11 +21,11 @@ _LOWERCASE = flags.DEFINE_boolean(
     "lowercase", None, "Tokenizer do_lower_case; default: the vocab directory's tokenizer_config.json, else true.")
 
 
+@entry.main()
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    entry.no_arguments(argv)
     hf.convert_hf_directory(_INIT_FROM.value, _OUT_DIR.value, vocab_file=_VOCAB.value, lowercase=_LOWERCASE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()
