@@ -230,12 +230,13 @@ def _flag_line(flag: flags.Flag) -> str:
 class Entry:
     """A launch ``main`` with the setup and error handling described in the module docstring."""
 
-    def __init__(self, fn: Callable[[list[str]], Any], *, config: flags.FlagHolder | None, distributed: bool):
+    def __init__(self, fn: Callable[[list[str]], Any], *, config: flags.FlagHolder | None, distributed: bool,
+                 failure: str | None):
         functools.update_wrapper(self, fn)
         self._fn, self._config, self._distributed = fn, config, distributed
-        module = sys.modules[fn.__module__]
-        self._module = module
-        self.name = _command_name(module.__file__)
+        self._module = sys.modules[fn.__module__]
+        name = sys.argv[0] if sys.argv[0].startswith("bert-jax ") else _command_name(self._module.__file__)
+        self.name = name + (f": {failure}" if failure else "")
 
     def _parse(self, argv: list[str]) -> list[str]:
         if any(arg in _HELP_FLAGS for arg in argv[1:]):
@@ -285,14 +286,16 @@ def _resolve_config_arg(command: str, arg: str) -> str:
     return f"{name}={resolved}"
 
 
-def main(*, config: flags.FlagHolder | None = None, distributed: bool = False) -> Callable[..., Entry]:
+def main(*, config: flags.FlagHolder | None = None, distributed: bool = False,
+         failure: str | None = None) -> Callable[..., Entry]:
     """Decorates a launch ``main(argv)``: see the module docstring.
 
     Args:
       config: the run-config flag whose ``train.host_heap`` is applied before JAX starts.
       distributed: join a multi-process run first (pretraining and fine-tuning).
+      failure: words before an expected error's message (``AOT check failed``).
     """
-    return lambda fn: Entry(fn, config=config, distributed=distributed)
+    return lambda fn: Entry(fn, config=config, distributed=distributed, failure=failure)
 
 
 def no_arguments(argv: list[str]) -> None:
