@@ -112,10 +112,10 @@ def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """A tqdm bar showing step, loss, tokens/s, MFU and the ETA."""
+    """A tqdm bar showing step, loss, tokens/s, MFU, the ETA and the last evaluation's loss and accuracies."""
 
     def __init__(self, total_steps: int, initial_step: int, *, enabled: bool = True):
-        self._bar = None
+        self._bar, self._fields, self._eval = None, {}, {}
         if enabled:
             from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -128,12 +128,22 @@ class Progress:
             return
         self._bar.update(step - self._last_step)
         self._last_step = step
+        self._fields = fields
+        self._show(refresh=False)
+
+    def set_eval(self, metrics: Mapping[str, float]) -> None:
+        """Shows ``metrics``' loss and accuracies (``eval_loss``, ``eval_mlm_accuracy``, ...) from now on."""
+        self._eval = {f"eval_{k}": v for k, v in metrics.items() if k == "loss" or k.endswith("accuracy")}
+        if self._bar is not None:
+            self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
         shown = {}
-        for name, value in fields.items():
+        for name, value in {**self._fields, **self._eval}.items():
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             shown[name] = f"{value:.3g}" if name != "mfu" else f"{100 * value:.1f}%"
-        self._bar.set_postfix(shown, refresh=False)
+        self._bar.set_postfix(shown, refresh=refresh)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -224,6 +224,7 @@ class Trainer:
                     break
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
                     eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+                    progress.set_eval(eval_metrics)
                 if step % cfg.checkpoint_every == 0:
                     self.checkpointer.save(step, self.state, data_iterator)
             if window.metrics:
@@ -232,6 +233,7 @@ class Trainer:
                 if self.checkpointer.latest_step() != step:
                     self.checkpointer.save(step, self.state, data_iterator, force=True)
                 eval_metrics = self.writer.write(step, "eval", evaluate(self.state.params))
+                progress.set_eval(eval_metrics)
         self.checkpointer.wait()
         progress.close()
         return FitResult(step=step, preempted=preempted, eval_metrics=eval_metrics)
