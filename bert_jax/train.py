@@ -100,10 +100,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "eval": result.eval_metrics,
         "unigram_baseline_mlm_accuracy": unigram_baseline(eval_batches),
         "skipped_documents": train_loader.skipped_documents(),
-        "checkpoints": str(trainer.checkpointer.directory),
-        "metrics": os.path.join(workdir, logs.METRICS_FILE),
-        "tensorboard": os.path.join(workdir, "tensorboard") if train_cfg.tensorboard else None,
-        "curves": logs.plot_curves(workdir) if (trainer.primary and train_cfg.plot) else None,
+        "checkpoints": str(trainer.checkpointer.directory),  # every path absolute, like Orbax's
+        "metrics": str(fileio.absolute(workdir) / logs.METRICS_FILE),
+        "tensorboard": str(fileio.absolute(workdir) / "tensorboard") if train_cfg.tensorboard else None,
+        "curves": logs.plot_curves(str(fileio.absolute(workdir))) if (trainer.primary and train_cfg.plot) else None,
     }
     if trainer.primary:
         fileio.write_json(os.path.join(workdir, FINAL_SUMMARY_FILE), summary)

@@ -14,32 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from bert_jax import aot
+from bert_jax import aot, entry
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py", "Run config file (get_config()).")
+_CONFIG = entry.define_config("config", "configs/pretrain.py", "Run config file (get_config()).")
 _TARGET = flags.DEFINE_string("target", "cpu:8", "cpu:N, a TPU accelerator type (v4-32, v5e-16, ...) or tpu:v4:2x2x4.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "Memory per device in GiB (default: the TPU generation's HBM).")
 _OUT = flags.DEFINE_string("out", None, "Also write the report as JSON to this file.")
 
 
+@entry.main(failure="AOT check failed")
 def main(argv):
-    del argv
-    try:
-        report = aot.check(_CONFIG.value, _TARGET.value, hbm_gib=_HBM_GIB.value)
-    except aot.AotError as error:
-        print(f"AOT check failed: {error}", file=sys.stderr)
-        sys.exit(2)
+    entry.no_arguments(argv)
+    report = aot.check(_CONFIG.value, _TARGET.value, hbm_gib=_HBM_GIB.value)  # AotError: one line, exit 2
     print(aot.format_report(report))
     if _OUT.value:
         with open(_OUT.value, "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(report) | {"fits": report.fits, "peak_bytes": report.memory.peak}, f, indent=2)
-    sys.exit(1 if report.fits is False else 0)
+    return 1 if report.fits is False else 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

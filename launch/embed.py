@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from bert_jax import inference, logs, pooling
+from bert_jax import entry, inference, pooling
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Model directory (Hugging Face or a workdir).", required=True)
 _INPUT = flags.DEFINE_string("input", None, "Sentences: .txt one a line, .tsv, .jsonl (or --load_index).")
@@ -30,29 +28,28 @@ _LOAD_INDEX = flags.DEFINE_string("load_index", None, "Search an index saved wit
 flags.mark_flags_as_mutual_exclusive(["input", "load_index"], required=True)
 
 
-def main(unused_argv):
-    logs.setup_logging()
-    try:
-        model = inference.load_model(_INIT_FROM.value)
-        index = inference.NearestNeighbours.load(_LOAD_INDEX.value) if _LOAD_INDEX.value else None
-        if index is None:
-            sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
-            vectors = inference.embed(model, sentences, pooling=_POOLING.value, normalize=_NORMALIZE.value)
-            if _OUTPUT.value:
-                np.save(_OUTPUT.value, vectors)
-                print(f"saved {vectors.shape[0]} embeddings of size {vectors.shape[1]} to {_OUTPUT.value}")
-        if index is None and (_QUERY.value or _SAVE_INDEX.value):
+@entry.main()
+def main(argv):
+    entry.no_arguments(argv)
+    model = inference.load_model(_INIT_FROM.value)  # a bad directory or file: one line, exit 2
+    index = inference.NearestNeighbours.load(_LOAD_INDEX.value) if _LOAD_INDEX.value else None
+    if index is None:
+        sentences = inference.read_sentences(_INPUT.value, _ENCODING.value)
+        vectors = inference.embed(model, sentences, pooling=_POOLING.value, normalize=_NORMALIZE.value)
+        if _OUTPUT.value:
+            np.save(_OUTPUT.value, vectors)
+            print(f"saved {vectors.shape[0]} embeddings of size {vectors.shape[1]} to {_OUTPUT.value}")
+        if _QUERY.value or _SAVE_INDEX.value:
             index = inference.NearestNeighbours(vectors, sentences, index=_INDEX.value, metric=_METRIC.value,
                                                 info={"pooling": _POOLING.value, "normalize": _NORMALIZE.value},
                                                 **inference.parse_index_params(_INDEX_PARAMS.value))
-        if _SAVE_INDEX.value:
-            index.save(_SAVE_INDEX.value)  # Its sentences, pooling and normalize go to FILE.json.
-        queries = inference.embed(model, _QUERY.value, **index.info) if _QUERY.value else []  # as the corpus
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"embed failed: {error}")
-    for query, scores, indices in zip(_QUERY.value, *index.search(queries, _K.value)) if _QUERY.value else ():
-        print(query + "".join(f"\n  {s:.4f}  [{i}] {index.texts[i]}" for s, i in zip(scores, indices) if i >= 0))
+    if _SAVE_INDEX.value:
+        index.save(_SAVE_INDEX.value)  # Its sentences, pooling and normalize go to FILE.json.
+    if _QUERY.value:
+        queries = inference.embed(model, _QUERY.value, **index.info)  # embedded as the corpus was
+        for query, scores, indices in zip(_QUERY.value, *index.search(queries, _K.value)):
+            print(query + "".join(f"\n  {s:.4f}  [{i}] {index.texts[i]}" for s, i in zip(scores, indices) if i >= 0))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

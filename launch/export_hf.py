@@ -12,6 +12,7 @@ Writes ``config.json``, ``model.safetensors``, the tokenizer files and a model c
 
 from absl import app, flags
 
+from bert_jax import entry
 from bert_jax.interop import export
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Workdir, checkpoint dir or Hugging Face directory.",
@@ -22,9 +23,9 @@ _LABEL_NAMES = flags.DEFINE_list(
     "label_names", None, "Class names in id order, for a classification/tagging run whose training file is gone.")
 
 
+@entry.main()
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    entry.no_arguments(argv)
     out = _OUT.value or _OUT_DIR.value
     if not out:
         raise app.UsageError("--out is required: the directory to write")
@@ -32,4 +33,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

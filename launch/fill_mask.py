@@ -9,11 +9,9 @@ the ``--top_k`` most probable tokens with their probabilities (and ``--json`` fo
 from __future__ import annotations
 
 import json
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from bert_jax import inference, logs
+from bert_jax import entry, inference
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Model directory (Hugging Face or a workdir).", required=True)
 _TEXT = flags.DEFINE_multi_string("text", None, "Text with [MASK] tokens (repeat the flag for more).", required=True)
@@ -21,13 +19,10 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Candidates per [MASK].")
 _JSON = flags.DEFINE_boolean("json", False, "Print JSON instead of lines.")
 
 
+@entry.main()
 def main(argv):
-    del argv
-    logs.setup_logging()
-    try:
-        results = inference.fill_mask(inference.load_model(_INIT_FROM.value), _TEXT.value, _TOP_K.value)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"fill-mask failed: {error}")
+    entry.no_arguments(argv)
+    results = inference.fill_mask(inference.load_model(_INIT_FROM.value), _TEXT.value, _TOP_K.value)
     if _JSON.value:
         print(json.dumps([{"text": t, "masks": r} for t, r in zip(_TEXT.value, results)], indent=2))
         return
@@ -38,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

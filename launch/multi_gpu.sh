@@ -12,8 +12,9 @@
 #
 # Options (or the upper-case environment variable): --processes (1), --gpus (0,1,... default: from
 # CUDA_VISIBLE_DEVICES or nvidia-smi), --port (8476), --log_dir (logs), --dry_run (or DRY_RUN=1): print
-# the commands instead of running them. PYTHON=path picks the interpreter (default python3). XLA_FLAGS,
-# when unset, gets the GPU flags below. Arguments after `--` go to launch.pretrain.
+# the environment it sets and the commands instead of running them. PYTHON=path picks the interpreter
+# (default python3). XLA_FLAGS, when unset, gets the GPU flags below (shown as an `export` line, also on
+# stderr when running). Arguments after `--` go to launch.pretrain.
 set -euo pipefail
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
@@ -59,6 +60,7 @@ if [[ -z "$GPUS" ]]; then
   fi
 fi
 IFS=, read -r -a GPU_LIST <<< "$GPUS"
+if [[ "$DRY_RUN" == 1 ]]; then echo "export XLA_FLAGS=$(quote "$XLA_FLAGS")"; else echo "+ export XLA_FLAGS=$(quote "$XLA_FLAGS")" >&2; fi
 
 if (( PROCESSES == 1 )); then
   COMMAND=("$PYTHON" -m launch.pretrain "${TRAIN_ARGS[@]}")

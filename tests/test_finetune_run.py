@@ -451,7 +451,7 @@ def test_bad_input_is_reported_with_file_and_line(pretraining_workdir, tmp_path)
                f"--workdir={tmp_path / 'bad_row'}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 1
+    assert result.returncode == 2  # an expected error: one line, exit status 2 (bert_jax/entry.py)
     assert "MRPC/dev.tsv:8: expected 5 tab-separated columns, got 3" in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "bad_row" / "checkpoints")  # stopped before training

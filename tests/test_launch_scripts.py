@@ -207,6 +207,9 @@ def test_tpu_vm_rejects_bad_usage(fakes):
 
 # --- multi_gpu.sh ---------------------------------------------------------------------------------
 
+GPU_XLA_FLAGS = "--xla_gpu_enable_latency_hiding_scheduler=true --xla_gpu_enable_triton_gemm=false"
+EXPORT_XLA = ["export", f"XLA_FLAGS={GPU_XLA_FLAGS}"]
+
 def _per_process(num_processes, process_id, gpus=None):
     args = ["-m", "launch.pretrain", "--coordinator_address=localhost:9911", f"--num_processes={num_processes}",
             f"--process_id={process_id}"]
@@ -217,13 +220,17 @@ def test_multi_gpu_one_process_and_one_per_gpu_pair(fakes, tmp_path):
     env = {**fakes[0], "PYTHON": "fakepython"}
     args = ["--port=9911", f"--log_dir={tmp_path / 'logs'}"]
     single = _run([MULTI_GPU, "--dry_run", "--", "--config=configs/demo.py", "--workdir=w"], env)
-    assert _printed(single.stdout) == [["fakepython", "-m", "launch.pretrain", "--config=configs/demo.py", "--workdir=w"]]
+    assert _printed(single.stdout) == [EXPORT_XLA, ["fakepython", "-m", "launch.pretrain", "--config=configs/demo.py",
+                                                    "--workdir=w"]]
     dry = _run([MULTI_GPU, "--processes=2", "--gpus=0,1,2,3", "--dry_run", *args, "--",
                 "--config=configs/demo.py", "--workdir=w"], env)
-    assert _printed(dry.stdout) == [["fakepython", *_per_process(2, i, gpus)] for i, gpus in ((0, "0,1"), (1, "2,3"))]
-    _run([MULTI_GPU, "--processes=2", *args, "--", "--config=configs/demo.py", "--workdir=w"],
-         {**env, "CUDA_VISIBLE_DEVICES": "4,5"})
+    assert _printed(dry.stdout) == [EXPORT_XLA] + [
+        ["fakepython", *_per_process(2, i, gpus)] for i, gpus in ((0, "0,1"), (1, "2,3"))]
+    ran = _run([MULTI_GPU, "--processes=2", *args, "--", "--config=configs/demo.py", "--workdir=w"],
+               {**env, "CUDA_VISIBLE_DEVICES": "4,5"})
     assert sorted(fakes[1]("fakepython")) == [["fakepython", *_per_process(2, i, str(i))] for i in (0, 1)]
+    assert shlex.split(ran.stderr.splitlines()[0]) == ["+", *EXPORT_XLA]  # the environment it set...
+    assert {r["env"]["XLA_FLAGS"] for r in map(json.loads, open(env["FAKE_LOG"]))} == {GPU_XLA_FLAGS}  # ...and used
     assert {r for r in os.listdir(tmp_path / "logs")} == {"process_0.log", "process_1.log"}
     assert "trained" in (tmp_path / "logs" / "process_1.log").read_text()
     uneven = _run([MULTI_GPU, "--processes=2", "--gpus=0,1,2", "--", "x"], env, check=False)
@@ -251,21 +258,39 @@ def test_slurm_runs_srun_with_the_first_node_as_coordinator(fakes):
     srun = ["srun", "--kill-on-bad-exit=1", "--export=ALL", "--chdir=/shared/bert-jax", "python3", "-m",
             "launch.pretrain", *args]
     dry = _run(["bash", SLURM, *args], {**_slurm_env(env), "DRY_RUN": "1"})
-    assert _printed(dry.stdout) == [srun]
+    assert _printed(dry.stdout) == [["export", "BERT_JAX_COORDINATOR=gpu007:23456"], EXPORT_XLA, srun]
     assert "coordinator gpu007:23456" in dry.stderr  # 20000 + job id % 20000
     assert calls("srun") == []
     _run(["bash", SLURM, *args], {**_slurm_env(env), "COORDINATOR_PORT": "7000"})
     records = [json.loads(line) for line in open(env["FAKE_LOG"])]
     assert [[r["prog"], *r["argv"]] for r in records] == [
         ["scontrol", "show", "hostnames", "gpu[007-008]"], ["scontrol", "show", "hostnames", "gpu[007-008]"], srun]
-    assert records[-1]["env"] == {"BERT_JAX_COORDINATOR": "gpu007:7000", "XLA_FLAGS": (
-        "--xla_gpu_enable_latency_hiding_scheduler=true --xla_gpu_enable_triton_gemm=false")}
+    assert records[-1]["env"] == {"BERT_JAX_COORDINATOR": "gpu007:7000", "XLA_FLAGS": GPU_XLA_FLAGS}
+
+
+def test_slurm_dry_run_outside_an_allocation_prints_what_the_job_runs(fakes):
+    """The printed lines, run by a shell inside an allocation, make the same srun call with the same
+    environment as the script itself there."""
+    env, calls, _ = fakes
+    args = ["--config=configs/pretrain.py:size=large,phase=1", "--workdir=/shared/runs/with space"]
+    dry = _run(["bash", SLURM, *args], {**env, "DRY_RUN": "1"})
+    assert "not in a SLURM allocation" in dry.stderr and calls() == []
+    lines = dry.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("export BERT_JAX_COORDINATOR=") and lines[2].startswith("srun ")
+    _run(["bash", "-c", dry.stdout], _slurm_env(env))
+    _run(["bash", SLURM, *args], _slurm_env(env))
+    records = [json.loads(line) for line in open(env["FAKE_LOG"])]
+    srun_calls = [r for r in records if r["prog"] == "srun"]
+    assert len(srun_calls) == 2 and srun_calls[0] == srun_calls[1]
+    assert srun_calls[0]["argv"][:4] == ["--kill-on-bad-exit=1", "--export=ALL", "--chdir=/shared/bert-jax", "python3"]
+    assert srun_calls[0]["argv"][-1] == "--workdir=/shared/runs/with space"
+    assert srun_calls[0]["env"] == {"BERT_JAX_COORDINATOR": "gpu007:23456", "XLA_FLAGS": GPU_XLA_FLAGS}
 
 
 def test_slurm_script_outside_an_allocation_says_how_to_submit(fakes):
     env, calls, _ = fakes
     result = _run(["bash", SLURM, "--config=x"], env, check=False)
-    assert result.returncode != 0 and "sbatch launch/slurm.sbatch" in result.stderr
+    assert result.returncode != 0 and "sbatch launch/slurm.sbatch" in result.stderr and "DRY_RUN=1" in result.stderr
     with open(SLURM) as f:
         directives = [line.split()[1] for line in f if line.startswith("#SBATCH")]
     assert {"--ntasks-per-node=8", "--gpus-per-node=8", "--signal=TERM@300", "--requeue"} <= set(directives)
