@@ -4,19 +4,15 @@ File-backed sources must be prepared first (``python -m launch.prepare_data``; s
 ``launch/source_flags.py``). Examples:
   python -m launch.build_vocab --source=wikipedia_dump --dump_path=/data/enwiki.xml.bz2 \
       --data_dir=/data/tfds --kind=wordpiece --vocab_size=30522 --out_dir=/data/vocab_wp
-  python -m launch.build_vocab --source=books --books_dir=/data/bookcorpus --data_dir=/data/tfds \
-      --kind=sentencepiece --model_type=unigram --vocab_size=30000 --out_dir=/data/vocab_spm
   python -m launch.build_vocab --source=books --books_dir=/data/korean --data_dir=/data/tfds \
       --kind=wordpiece --nolowercase --vocab_size=32000 --out_dir=/data/vocab_ko   # Korean: cased, Hangul whole
-  python -m launch.build_vocab --source=synthetic --source_spec='{"num_documents": 500}' \
-      --kind=wordpiece --vocab_size=2000 --out_dir=/tmp/vocab
 
 Prints the tokenizer spec to put into a config (``config.tokenizer``).
 """
 
 import json
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from bert_jax import entry
 from data_pipelines import tokenizer, vocab_training
