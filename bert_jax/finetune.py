@@ -145,7 +145,7 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *, source: InitSour
     task = inputs.task_class.for_data(ModelConfig(**config.model), label_names=inputs.label_names,
                                       train_features=train.features, pooling=config.task.pooling)
     train_iter = train_iterator(train.features, config.train.batch_size, config.train.seed)
-    trainer, how, fresh = init_trainer(config, task, workdir, source, train_iter, label_names)
+    trainer, how, fresh = init_trainer(config, task, workdir, source, train_iter, inputs.label_names)
     if trainer.primary:
         run_config.save_config(config, workdir)
     evaluator = Evaluator(trainer, evals, config.train.eval_batch_size, benchmark_of(config, inputs), workdir)
