@@ -20,7 +20,9 @@ import pytest
 import torch
 import transformers
 
-from bert_jax import finetune, inference, run_config, train
+from bert_jax import finetune, finetune_inputs, inference, predict, run_config, train
+from bert_jax.config import ModelConfig
+from bert_jax.tasks import finetune_task
 from bert_jax.interop import export
 from bert_jax.heads import BertForPreTraining
 from bert_jax.tasks.classification import PooledClassifier
@@ -68,10 +70,11 @@ def _swag_dir(root):
 def _trainer(config, kind, label_names, run_dir):
     """A fine-tuning ``Trainer`` for ``config`` restored from its init_from as ``finetune.run`` does it."""
     config, source, tokenizer = finetune.prepare(config)
-    reader = get_finetune_reader(config.task.name, **finetune.reader_options(config))
-    train_split = finetune.featurize(config, reader, tokenizer, "train",
-                                     finetune.read_examples(config, reader, config.data.train_split), training=True)
-    task = finetune.build_task(config, kind, label_names, train_split)
+    reader = get_finetune_reader(config.task.name, **finetune_inputs.reader_options(config))
+    train_split = finetune_inputs.featurize(config, reader, tokenizer, "train", finetune_inputs.read_examples(
+        config, reader, config.data.train_split), training=True)
+    task = finetune_task(kind).for_data(ModelConfig(**config.model), label_names=label_names,
+                                        train_features=train_split.features, pooling=config.task.pooling)
     trainer, _, fresh = finetune.init_trainer(config, task, str(run_dir), source, label_names=label_names)
     return config, trainer, fresh
 
@@ -365,3 +368,37 @@ def test_a_hugging_face_head_of_another_task_or_label_set_is_dropped_by_name(fin
     assert fresh == ["classifier"]
     names = list(get_finetune_reader("glue/mrpc").label_names())
     assert f"(labels {names} there, ['neg', 'pos'] here)" in caplog.text
+
+
+PREDICT_INPUTS = {
+    "classification": [{"text": SENTENCES[0], "text_b": SENTENCES[1]}, {"text": SENTENCES[2], "text_b": SENTENCES[2]}],
+    "regression": [{"text": SENTENCES[0], "text_b": SENTENCES[1]}, {"text": SENTENCES[2], "text_b": SENTENCES[2]}],
+    "tagging": [{"text": SENTENCES[2]}, {"text": SENTENCES[0]}],
+    "span": [{"id": "q0", "question": "Who beat Somerset?", "context": SENTENCES[2]},
+             {"id": "q1", "question": "Where did the cat sit?", "context": SENTENCES[0]}],
+    "multiple_choice": [{"context": c, "question": s, "endings": e} for c, s, e, _ in SWAG_ROWS[:2]],
+}
+
+
+def _same_records(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], dict):
+                assert a[key].keys() == b[key].keys()
+                np.testing.assert_allclose([b[key][k] for k in a[key]], list(a[key].values()), atol=1e-4)
+            elif isinstance(a[key], float) or (isinstance(a[key], list) and a[key] and isinstance(a[key][0], float)):
+                np.testing.assert_allclose(b[key], a[key], atol=1e-4)
+            else:
+                assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span", "multiple_choice"])
+def test_predict_on_the_exported_directory_gives_the_runs_records(kind, finetuned, exported):
+    config, workdir = finetuned[kind]
+    ours = predict.predict(workdir, PREDICT_INPUTS[kind], progress=False)
+    theirs = predict.predict(exported[kind], PREDICT_INPUTS[kind], progress=False,
+                             max_seq_length=config.data.max_seq_length)
+    _same_records(ours, theirs)
+    assert ours[0].keys() >= {"id"}
