@@ -32,10 +32,9 @@ from bert_jax.tasks.tagging import TokenClassifier
 from configs import demo, finetune_glue, finetune_local, finetune_ner, finetune_squad, finetune_swag
 from data_pipelines.finetune import conll, get_finetune_reader
 from data_pipelines.tokenizer import load_tokenizer
-from tests.test_finetune_run import (CONLL_TRAIN, LOCAL_ROWS, MRPC_PAIRS, STSB_HEADER, STSB_ROWS, SWAG_HEADER,
-                                     SWAG_ROWS, SQUAD_ARTICLES, VOCAB, _jsonl, _mrpc_dir, _small,
-                                     _squad_file, _tsv, _write)
-from tests.test_train_run import tiny_overrides
+from tests.helpers import (CONLL_TRAIN, LOCAL_ROWS, MRPC_PAIRS, STSB_HEADER, STSB_ROWS, SWAG_HEADER,
+                           SWAG_ROWS, SQUAD_ARTICLES, VOCAB, _jsonl, _mrpc_dir, _small,
+                           _squad_file, _tsv, _write, tiny_overrides)
 
 ATOL = 1e-5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +73,7 @@ def _trainer(config, kind, label_names, run_dir):
     train_split = finetune_inputs.featurize(config, reader, tokenizer, "train", finetune_inputs.read_examples(
         config, reader, config.data.train_split), training=True)
     task = finetune_task(kind).for_data(ModelConfig(**config.model), label_names=label_names,
-                                        train_features=train_split.features, pooling=config.task.pooling)
+                              train_features=train_split.features, pooling=config.task.pooling)
     trainer, _, fresh = finetune.init_trainer(config, task, str(run_dir), source, label_names=label_names)
     return config, trainer, fresh
 
@@ -156,7 +155,7 @@ def _encode(tokenizer, *texts):
     ours = {"input_ids": enc["input_ids"], "segment_ids": enc["token_type_ids"], "input_mask": enc["attention_mask"],
             "sequence_ids": enc["attention_mask"], "position_ids": np.broadcast_to(np.arange(s), (b, s))}
     torch_inputs = {k: torch.from_numpy(enc[k].astype(np.int64)) for k in ("input_ids", "token_type_ids",
-                                                                          "attention_mask")}
+                                                                "attention_mask")}
     return {k: v.astype(np.int32) for k, v in ours.items()}, torch_inputs
 
 
