@@ -341,7 +341,7 @@ def _init_params(config, kind, label_names, run_dir):
 def test_a_hugging_face_head_of_the_same_task_is_kept(kind, finetuned, exported, tmp_path):
     config, workdir = finetuned[kind]
     config = config.copy_and_resolve_references()
-    config.init_from = exported[kind]
+    config.train.init_from = exported[kind]
     config.train.seed = 1  # a fresh head other than the exported one (the step-0 runs hold seed 0's)
     params, fresh = _init_params(config, kind, LABELS.get(kind), tmp_path / "run")
     head = "qa_outputs" if kind == "span" else "classifier"
@@ -352,7 +352,7 @@ def test_a_hugging_face_head_of_the_same_task_is_kept(kind, finetuned, exported,
 def test_a_hugging_face_head_of_another_task_or_label_set_is_dropped_by_name(finetuned, exported, tmp_path, caplog):
     config, _ = finetuned["tagging"]
     config = config.copy_and_resolve_references()
-    config.init_from = exported["classification"]
+    config.train.init_from = exported["classification"]
     with caplog.at_level("WARNING"):
         _, fresh = _init_params(config, "tagging", conll.NER_TAGS, tmp_path / "tagging")
     assert fresh == ["classifier"]
