@@ -1,9 +1,15 @@
 """Predictions from a fine-tuned run: ``predict(init_from, inputs)`` -> one record per input example.
 
-``init_from`` is resolved as fine-tuning resolves it (``finetune.resolve_init_source``); today it names
+``init_from`` is resolved as fine-tuning resolves it (``finetune.resolve_init_source``). It names either
 a fine-tuned workdir of ours (one run: ``<run>``, ``<run>/checkpoints`` or ``<run>/checkpoints/<step>``,
-with the run's ``config.json`` beside the checkpoints). The run's config gives the task, the tokenizer,
-the row length and the decoding options; its ``finetune_summary.json`` the class names.
+with the run's ``config.json`` beside the checkpoints: it gives the task, the tokenizer, the row length
+and the decoding options; its ``finetune_summary.json`` the class names), or a fine-tuned Hugging Face
+directory (as ``launch/export.py`` writes it): its ``config.json`` ``architectures`` gives the task
+(``BertForSequenceClassification``: classification, or regression with ``problem_type="regression"``
+or one label; ``BertForTokenClassification``: tagging; ``BertForQuestionAnswering``: span;
+``BertForMultipleChoice``), ``id2label`` the class names, its tokenizer files the tokenizer; rows are
+``max_seq_length`` long (default 128, at most ``max_position_embeddings``), featurised and decoded
+with the fine-tuning defaults (SQuAD v1.1 decoding: ``HF_DECODE``; see ``HF_TASK_READERS``).
 
 Inputs are JSON lines (one object per line) or tab-separated lines (no header; columns in the order of
 the task's ``input_fields``), from a file or from a text stream such as stdin:
@@ -34,10 +40,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
 import jax
+import jax.numpy as jnp
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import finetune, finetune_inputs, finetune_scoring, run_config, sharding
 from bert_jax.config import ModelConfig
+from bert_jax.interop import hf_bert, hf_files, init_source
 from bert_jax.model import unbox
 from bert_jax.tasks import Benchmark, FinetuneTask, SplitData, finetune_task
 from data_pipelines import tokenizer as tokenizer_lib
@@ -113,46 +121,87 @@ def _run_settings(checkpoint_path: str) -> tuple[dict[str, Any], tuple[str, ...]
     return saved, None if names is None else tuple(names)
 
 
-def load_predictor(init_from: str) -> Predictor:
+# The reader (featurisation and decoding) predict uses per task kind of a Hugging Face directory.
+HF_TASK_READERS = {"classification": "local_text", "regression": "glue/sts-b", "span": "squad/v1.1",
+                   "tagging": "conll2003", "multiple_choice": "swag"}
+HF_DECODE = {"n_best_size": 20, "max_answer_length": 30, "null_score_diff_threshold": 0.0}  # configs/common.py
+DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+def _hf_settings(path: str, max_seq_length: int | None) -> dict[str, Any]:
+    """The settings of an exported (or any fine-tuned) Hugging Face directory, from its ``config.json``."""
+    hf_config = hf_files.read_hf_config(path)
+    kind = hf_bert.hf_task_kind(hf_config)
+    if kind is None:
+        raise ValueError(f"{path}/config.json: architectures={hf_config.get('architectures')}; predict needs one of "
+                         f"{sorted(set(hf_bert.TASK_ARCHITECTURES.values()))}")
+    limit = int(hf_config.get("max_position_embeddings", DEFAULT_MAX_SEQ_LENGTH))
+    names = hf_bert.hf_label_names(hf_config) if kind in ("classification", "tagging") else None
+    if kind in ("classification", "tagging") and not names:
+        raise ValueError(f"{path}/config.json: no id2label, so the {kind} head's class names are unknown")
+    return {"task_name": HF_TASK_READERS[kind], "kind": kind, "label_names": names, "decode": HF_DECODE,
+            "max_seq_length": min(max_seq_length or DEFAULT_MAX_SEQ_LENGTH, limit), "featurize_options": {},
+            "pooling": "cls"}
+
+
+def load_predictor(init_from: str, *, max_seq_length: int | None = None) -> Predictor:
     """Loads a fine-tuned run for prediction (see the module docstring for what ``init_from`` may name).
+
+    Args:
+      init_from: a fine-tuned workdir of ours, or a fine-tuned Hugging Face directory.
+      max_seq_length: the row length for a Hugging Face directory (default 128, at most its
+        ``max_position_embeddings``); a run of ours uses its own (this must then be None or equal).
 
     Raises:
       FileNotFoundError / ValueError: naming what is missing (checkpoint, run config, the task head).
     """
     source = finetune.resolve_init_source(init_from)
-    if source.kind != "checkpoint":
-        raise ValueError(f"init_from={init_from or '(empty)'}: predict needs a fine-tuned run of ours (a workdir "
-                         "with checkpoints/<step> and config.json); this is " +
-                         ("empty" if source.kind == "scratch" else "a Hugging Face directory"))
-    saved, label_names = _run_settings(source.path)
-    task_name = saved["task"]["name"]
+    if source.kind == "scratch":
+        raise ValueError("init_from=(empty): predict needs a fine-tuned run of ours (a workdir with "
+                         "checkpoints/<step> and config.json) or a fine-tuned Hugging Face directory")
+    if source.kind == "hf":
+        settings = _hf_settings(source.path, max_seq_length)
+        model_config = ModelConfig(**source.model_fields)
+    else:
+        saved, label_names = _run_settings(source.path)
+        settings = {"task_name": saved["task"]["name"], "label_names": label_names, "decode": saved.get("decode"),
+                    "max_seq_length": saved["data"]["max_seq_length"], "pooling": saved["task"].get("pooling", "cls"),
+                    "featurize_options": dict(saved["data"].get("featurize_options", {}))}
+        if max_seq_length not in (None, settings["max_seq_length"]):
+            raise ValueError(f"max_seq_length={max_seq_length}: {init_from} was fine-tuned with "
+                             f"{settings['max_seq_length']}; leave it unset")
+        model_config = ModelConfig(**saved["model"])
+    task_name, label_names = settings["task_name"], settings["label_names"]
     try:
         reader = get_finetune_reader(task_name)
     except ValueError:
         raise ValueError(f"{init_from}: its run config's task {task_name!r} is not a fine-tuning task; predict "
                          "needs a fine-tuned run") from None
-    if label_names is None:  # runs written before the summary kept them: the reader's fixed set
+    if label_names is None and source.kind == "checkpoint":  # runs written before the summary kept them
         label_names = reader.label_names(saved["data"].get("data_dir") or None)
     task_class = finetune_task(reader.kind)
-    model_config = ModelConfig(**saved["model"])
     example = [task_class.input_example(0, "shape", _shape_record(task_class))]
     tokenizer = tokenizer_lib.load_tokenizer(source.tokenizer_spec or {})
-    rows = reader.featurize(example, tokenizer, saved["data"]["max_seq_length"],
-                            **task_class.featurize_options(saved["data"].get("featurize_options", {}), training=False))
-    task = task_class.for_data(model_config, label_names=label_names, train_features=rows,
-                               pooling=saved["task"].get("pooling", "cls"))
+    rows = reader.featurize(example, tokenizer, settings["max_seq_length"],
+                            **task_class.featurize_options(settings["featurize_options"], training=False))
+    task = task_class.for_data(model_config, label_names=label_names, train_features=rows, pooling=settings["pooling"])
     mesh = sharding.make_mesh({"data": -1})
     boxed = jax.eval_shape(task.init_params, jax.random.key(0))
     shardings = sharding.logical_shardings(boxed, mesh, sharding.DEFAULT_RULES)
     template = jax.jit(lambda key: unbox(task.init_params(key)), out_shardings=shardings)(jax.random.key(0))
-    directory, step = checkpoint_lib.find_checkpoint_dir(source.path)
-    params, fresh = checkpoint_lib.restore_params_only(directory, step, template)
+    if source.kind == "hf":
+        params = init_source.hf_importer(model_config.scan_layers, reader.kind, label_names)(source.path, template)
+        fresh = [name for name in task.head_names  # a head still at its initialisation: HF had none
+                 if all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(params[name]),
+                                                                      jax.tree.leaves(template[name])))]
+    else:
+        directory, step = checkpoint_lib.find_checkpoint_dir(source.path)
+        params, fresh = checkpoint_lib.restore_params_only(directory, step, template)
     missing = [name for name in ("bert", *task.head_names) if name in fresh]
     if missing:
         raise ValueError(f"{source.path} has no {', '.join(missing)} parameters: not a fine-tuned {reader.kind} run")
-    return Predictor(task, Benchmark(task_name, label_names, saved.get("decode")), params, tokenizer, reader,
-                     saved["data"]["max_seq_length"], dict(saved["data"].get("featurize_options", {})), mesh,
-                     init_from)
+    return Predictor(task, Benchmark(task_name, label_names, settings["decode"]), params, tokenizer, reader,
+                     settings["max_seq_length"], settings["featurize_options"], mesh, init_from)
 
 
 def _shape_record(task_class: type[FinetuneTask]) -> dict[str, Any]:
@@ -208,7 +257,8 @@ def read_records(inputs: str | TextIO, fields: tuple[str, ...], input_format: st
 
 
 def predict(init_from: str, inputs: str | TextIO | Iterable[Mapping[str, Any]], *, batch_size: int = 32,
-            input_format: str | None = None, progress: bool = True) -> list[dict]:
+            input_format: str | None = None, progress: bool = True, max_seq_length: int | None = None
+            ) -> list[dict]:
     """Predicts every input example with a fine-tuned run.
 
     Args:
@@ -217,6 +267,7 @@ def predict(init_from: str, inputs: str | TextIO | Iterable[Mapping[str, Any]], 
       batch_size: rows per batch (rounded up to a multiple of the device count).
       input_format: ``'jsonl'``, ``'tsv'`` or None (guessed, see :func:`read_records`).
       progress: show a tqdm bar over the batches (on stderr).
+      max_seq_length: row length for a Hugging Face ``init_from`` (see :func:`load_predictor`).
 
     Returns:
       One JSON-ready record per example, in input order (fields per task kind: module docstring).
@@ -224,7 +275,7 @@ def predict(init_from: str, inputs: str | TextIO | Iterable[Mapping[str, Any]], 
     Raises:
       ValueError / FileNotFoundError: naming the file, line and field of bad input, or what ``init_from`` lacks.
     """
-    predictor = load_predictor(init_from)
+    predictor = load_predictor(init_from, max_seq_length=max_seq_length)
     task_class = type(predictor.task)
     if isinstance(inputs, (str, io.IOBase)) or hasattr(inputs, "readline"):
         records = read_records(inputs, task_class.input_fields, input_format)

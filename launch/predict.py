@@ -12,10 +12,12 @@ from absl import flags
 
 from bert_jax import entry, predict
 
-_INIT_FROM = flags.DEFINE_string("init_from", None, "Fine-tuned run: workdir or checkpoints/<step>.", required=True)
+_INIT_FROM = flags.DEFINE_string("init_from", None, "Fine-tuned run (workdir or checkpoints/<step>) or fine-tuned "
+                                  "Hugging Face directory.", required=True)
 _INPUT = flags.DEFINE_string("input", "-", "JSONL or TSV file of examples; '-' = stdin.")
 _OUTPUT = flags.DEFINE_string("output", "-", "Where the JSON-lines predictions go; '-' = stdout.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Rows per batch (rounded up to a multiple of the devices).")
+_MAX_SEQ = flags.DEFINE_integer("max_seq_length", None, "Row length for a Hugging Face directory (default 128).")
 _FORMAT = flags.DEFINE_enum("input_format", None, list(predict.FORMATS), "Input format; default: guessed.")
 
 
@@ -23,7 +25,7 @@ _FORMAT = flags.DEFINE_enum("input_format", None, list(predict.FORMATS), "Input 
 def main(argv):
     entry.no_arguments(argv)
     records = predict.predict(_INIT_FROM.value, _INPUT.value, batch_size=_BATCH_SIZE.value,
-                              input_format=_FORMAT.value)  # bad input or run: one line naming it, exit 2
+                              input_format=_FORMAT.value, max_seq_length=_MAX_SEQ.value)  # bad input or run: one line naming it, exit 2
     predict.write_records(records, _OUTPUT.value)
 
 

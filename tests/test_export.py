@@ -20,7 +20,9 @@ import pytest
 import torch
 import transformers
 
-from bert_jax import finetune, inference, run_config, train
+from bert_jax import finetune, finetune_inputs, inference, predict, run_config, train
+from bert_jax.config import ModelConfig
+from bert_jax.tasks import finetune_task
 from bert_jax.interop import export
 from bert_jax.heads import BertForPreTraining
 from bert_jax.tasks.classification import PooledClassifier
@@ -30,10 +32,9 @@ from bert_jax.tasks.tagging import TokenClassifier
 from configs import demo, finetune_glue, finetune_local, finetune_ner, finetune_squad, finetune_swag
 from data_pipelines.finetune import conll, get_finetune_reader
 from data_pipelines.tokenizer import load_tokenizer
-from tests.test_finetune_run import (CONLL_TRAIN, LOCAL_ROWS, MRPC_PAIRS, STSB_HEADER, STSB_ROWS, SWAG_HEADER,
-                                     SWAG_ROWS, SQUAD_ARTICLES, VOCAB, _jsonl, _mrpc_dir, _small,
-                                     _squad_file, _tsv, _write)
-from tests.test_train_run import tiny_overrides
+from tests.helpers import (CONLL_TRAIN, LOCAL_ROWS, MRPC_PAIRS, STSB_HEADER, STSB_ROWS, SWAG_HEADER,
+                           SWAG_ROWS, SQUAD_ARTICLES, VOCAB, _jsonl, _mrpc_dir, _small,
+                           _squad_file, _tsv, _write, tiny_overrides)
 
 ATOL = 1e-5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,10 +69,11 @@ def _swag_dir(root):
 def _trainer(config, kind, label_names, run_dir):
     """A fine-tuning ``Trainer`` for ``config`` restored from its init_from as ``finetune.run`` does it."""
     config, source, tokenizer = finetune.prepare(config)
-    reader = get_finetune_reader(config.task.name, **finetune.reader_options(config))
-    train_split = finetune.featurize(config, reader, tokenizer, "train",
-                                     finetune.read_examples(config, reader, config.data.train_split), training=True)
-    task = finetune.build_task(config, kind, label_names, train_split)
+    reader = get_finetune_reader(config.task.name, **finetune_inputs.reader_options(config))
+    train_split = finetune_inputs.featurize(config, reader, tokenizer, "train", finetune_inputs.read_examples(
+        config, reader, config.data.train_split), training=True)
+    task = finetune_task(kind).for_data(ModelConfig(**config.model), label_names=label_names,
+                              train_features=train_split.features, pooling=config.task.pooling)
     trainer, _, fresh = finetune.init_trainer(config, task, str(run_dir), source, label_names=label_names)
     return config, trainer, fresh
 
@@ -153,7 +155,7 @@ def _encode(tokenizer, *texts):
     ours = {"input_ids": enc["input_ids"], "segment_ids": enc["token_type_ids"], "input_mask": enc["attention_mask"],
             "sequence_ids": enc["attention_mask"], "position_ids": np.broadcast_to(np.arange(s), (b, s))}
     torch_inputs = {k: torch.from_numpy(enc[k].astype(np.int64)) for k in ("input_ids", "token_type_ids",
-                                                                          "attention_mask")}
+                                                                "attention_mask")}
     return {k: v.astype(np.int32) for k, v in ours.items()}, torch_inputs
 
 
@@ -339,7 +341,7 @@ def _init_params(config, kind, label_names, run_dir):
 def test_a_hugging_face_head_of_the_same_task_is_kept(kind, finetuned, exported, tmp_path):
     config, workdir = finetuned[kind]
     config = config.copy_and_resolve_references()
-    config.init_from = exported[kind]
+    config.train.init_from = exported[kind]
     config.train.seed = 1  # a fresh head other than the exported one (the step-0 runs hold seed 0's)
     params, fresh = _init_params(config, kind, LABELS.get(kind), tmp_path / "run")
     head = "qa_outputs" if kind == "span" else "classifier"
@@ -350,7 +352,7 @@ def test_a_hugging_face_head_of_the_same_task_is_kept(kind, finetuned, exported,
 def test_a_hugging_face_head_of_another_task_or_label_set_is_dropped_by_name(finetuned, exported, tmp_path, caplog):
     config, _ = finetuned["tagging"]
     config = config.copy_and_resolve_references()
-    config.init_from = exported["classification"]
+    config.train.init_from = exported["classification"]
     with caplog.at_level("WARNING"):
         _, fresh = _init_params(config, "tagging", conll.NER_TAGS, tmp_path / "tagging")
     assert fresh == ["classifier"]
@@ -365,3 +367,37 @@ def test_a_hugging_face_head_of_another_task_or_label_set_is_dropped_by_name(fin
     assert fresh == ["classifier"]
     names = list(get_finetune_reader("glue/mrpc").label_names())
     assert f"(labels {names} there, ['neg', 'pos'] here)" in caplog.text
+
+
+PREDICT_INPUTS = {
+    "classification": [{"text": SENTENCES[0], "text_b": SENTENCES[1]}, {"text": SENTENCES[2], "text_b": SENTENCES[2]}],
+    "regression": [{"text": SENTENCES[0], "text_b": SENTENCES[1]}, {"text": SENTENCES[2], "text_b": SENTENCES[2]}],
+    "tagging": [{"text": SENTENCES[2]}, {"text": SENTENCES[0]}],
+    "span": [{"id": "q0", "question": "Who beat Somerset?", "context": SENTENCES[2]},
+             {"id": "q1", "question": "Where did the cat sit?", "context": SENTENCES[0]}],
+    "multiple_choice": [{"context": c, "question": s, "endings": e} for c, s, e, _ in SWAG_ROWS[:2]],
+}
+
+
+def _same_records(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], dict):
+                assert a[key].keys() == b[key].keys()
+                np.testing.assert_allclose([b[key][k] for k in a[key]], list(a[key].values()), atol=1e-4)
+            elif isinstance(a[key], float) or (isinstance(a[key], list) and a[key] and isinstance(a[key][0], float)):
+                np.testing.assert_allclose(b[key], a[key], atol=1e-4)
+            else:
+                assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression", "tagging", "span", "multiple_choice"])
+def test_predict_on_the_exported_directory_gives_the_runs_records(kind, finetuned, exported):
+    config, workdir = finetuned[kind]
+    ours = predict.predict(workdir, PREDICT_INPUTS[kind], progress=False)
+    theirs = predict.predict(exported[kind], PREDICT_INPUTS[kind], progress=False,
+                             max_seq_length=config.data.max_seq_length)
+    _same_records(ours, theirs)
+    assert ours[0].keys() >= {"id"}

