@@ -73,9 +73,11 @@ def plan(args) -> dict[str, list[tuple[str, list[str]]]]:
               "optimizer.learning_rate": args.own_lr}
     return {
         "minilm_128": [("finetune", finetune_command(args, f"{out}/minilm_128", "max_seq_length=128"))],
-        "minilm_512": [("finetune", finetune_command(args, f"{out}/minilm_512", "max_seq_length=512"))],
+        "minilm_512": [("finetune", finetune_command(args, f"{out}/minilm_512", "max_seq_length=512",
+                                                     **{"train.grad_accum_steps": args.accum_512}))],
         "minilm_512_head_tail": [("finetune", finetune_command(
-            args, f"{out}/minilm_512_head_tail", "max_seq_length=512,truncation=head_tail,head_tokens=128"))],
+            args, f"{out}/minilm_512_head_tail", "max_seq_length=512,truncation=head_tail,head_tokens=128",
+            **{"train.grad_accum_steps": args.accum_512}))],
         "dapt_128": [
             ("pretrain", pretrain_command(f"{out}/dapt_pretrain", f"start=minilm,steps={args.dapt_steps}")),
             ("finetune", finetune_command(args, f"{out}/dapt_128", "max_seq_length=128",
@@ -110,6 +112,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--train_per_class", type=int, default=20)
     parser.add_argument("--epochs", type=float, default=3.0)
+    # Length 512 in one batch of 16 reached 20 GB resident and was OOM-killed on the shared machine:
+    # the same batch in micro-batches (a quarter of the activations at 4). The first attempt ran with 1.
+    parser.add_argument("--accum_512", type=int, default=4)
     parser.add_argument("--dapt_steps", type=int, default=150)
     parser.add_argument("--own_steps", type=int, default=1000)
     parser.add_argument("--own_train_per_class", type=int, default=50)
