@@ -51,7 +51,8 @@ def flags(overrides: dict) -> list[str]:
 
 
 def finetune_command(args, workdir: str, variant: str, **overrides) -> list[str]:
-    base = {"seeds": args.seeds, "data.eval_splits": "test", "task.reader_options.train_per_class": args.train_per_class,
+    base = {"seeds": args.seeds, "data.eval_splits": "test",
+            "task.reader_options.train_per_class": args.train_per_class,
             "train.num_epochs": args.epochs, "train.progress_bar": False, "train.tensorboard": False}
     base.update(overrides)
     return [sys.executable, "-m", "launch.finetune", f"--config={ROOT}/configs/finetune_bbc.py:{variant}",
@@ -178,7 +179,9 @@ def write_table(results: dict, path: str) -> None:
         cpu = sum(s["cpu_s"] for s in record["steps"].values())
 
         def fmt(stats):
-            return f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats.get("n", 0) > 1 else f"{stats.get('mean', 0):.3f}"
+            if stats.get("n", 0) > 1:
+                return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+            return f"{stats.get('mean', 0):.3f}"
 
         lines.append(f"| {arm} | {test['train_examples']} / {test['num_steps']} | {fmt(acc)} | {fmt(f1)} | "
                      f"{len(test['per_seed'])} | {wall:.0f} s | {cpu:.0f} s |")
