@@ -5,7 +5,7 @@ builder (a user's full dump goes through the same code), trains a WordPiece voca
 MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
-    python -m launch.pretrain --config=configs/demo.py:arch=deberta_v2 --workdir=workdirs/demo-deberta  # DeBERTa-v3, MLM
+    python -m launch.pretrain --config=configs/demo.py:arch=deberta_v2 --workdir=workdirs/demo-deberta
 """
 
 from __future__ import annotations

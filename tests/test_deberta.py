@@ -129,7 +129,8 @@ def test_import_matches_transformers_masked_lm_and_model(hf_mlm, scan_layers):
 def _noisy(params, seed):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [np.asarray(x + 0.1 * jax.random.normal(k, x.shape)) for x, k in zip(leaves, keys)])
+    noisy = [np.asarray(x + 0.1 * jax.random.normal(k, x.shape)) for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noisy)
 
 
 def _config(name, **overrides):
@@ -163,7 +164,8 @@ def test_sequence_classification_export_matches_context_pooler_logits(tmp_path):
     model = PooledClassifier(cfg, num_outputs=3)
     params = _noisy(unbox(model.init(jax.random.key(0), _ours(enc)))["params"], seed=7)
     out = export.export_hf(params, cfg, tmp_path / "cls", architecture="DebertaV2ForSequenceClassification",
-                           config_extras={"id2label": {"0": "a", "1": "b", "2": "c"}, "label2id": {"a": 0, "b": 1, "c": 2}})
+                           config_extras={"id2label": {"0": "a", "1": "b", "2": "c"},
+                                          "label2id": {"a": 0, "b": 1, "c": 2}})
     hf_model, info = transformers.DebertaV2ForSequenceClassification.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
     with torch.no_grad():
@@ -193,8 +195,8 @@ def test_config_errors_name_the_field():
 def test_enhanced_mask_decoder_reuses_the_last_layer_at_the_masked_positions():
     """EMD: two passes of the last layer (its weights), queries ``H + P`` at the masked positions only,
     keys/values the second-to-last hidden states; same logits as computing it at every position."""
-    cfg = ModelConfig.from_size("tiny", architecture="deberta_v2", vocab_size=SIZES["vocab_size"], hidden_size=32, num_heads=2,
-                                intermediate_size=64, max_position_embeddings=64, position_buckets=8,
+    cfg = ModelConfig.from_size("tiny", architecture="deberta_v2", vocab_size=SIZES["vocab_size"], hidden_size=32,
+                                num_heads=2, intermediate_size=64, max_position_embeddings=64, position_buckets=8,
                                 type_vocab_size=0, enhanced_mask_decoder=True)
     enc = _batch(seed=3)
     batch = {**_ours(enc), "masked_lm_positions": np.array([[1, 5, 20], [0, 3, 16], [2, 8, 0]], np.int32)}

@@ -184,7 +184,8 @@ class DisentangledSelfAttention(nn.Module):
                 if term in types:
                     project[name] = layers.einsum(cfg, shape, "bsh,hnd->bsnd", (EMBED, HEADS, KV), (HEADS, KV), name)
         constrain = lambda t: nn.with_logical_constraint(t, layers.HEAD_AXES)  # noqa: E731
-        q, k, v = constrain(project["query"](query_states)), constrain(project["key"](x)), constrain(project["value"](x))
+        q = constrain(project["query"](query_states))
+        k, v = constrain(project["key"](x)), constrain(project["value"](x))
         rel = nn.Dropout(cfg.hidden_dropout)(rel_embeddings, deterministic=self.deterministic)[None]
         rel_axes = (None, ACT_HEADS, ACT_KV)
         pos_k = pos_q = None
