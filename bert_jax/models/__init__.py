@@ -23,6 +23,7 @@ ENCODER = "bert"  # the parameter collection of the encoder in every model (BERT
 # Architecture name -> the module of this package that declares it (``ARCHITECTURE``).
 _MODULES = {
     "bert": "bert_jax.models.bert",
+    "longformer": "bert_jax.models.longformer",
 }
 
 
@@ -38,6 +39,8 @@ class Architecture:
       nsp: whether pretraining carries a next-sentence-prediction head (``nsp_head``) on ``pooled``.
       hf_conversion: the module with the Hugging Face conversion (``bert_jax.interop.hf_<name>``).
       summary: one line for ``docs/models.md`` and ``bert-jax config``: what the architecture changes.
+      global_attention: whether the encoder takes ``global_attention_mask=`` (``[B, S]``, nonzero: global
+        tokens; Longformer): ``heads.encode_batch`` passes the batch's field, else the task's choice.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Architecture:
     nsp: bool
     hf_conversion: str
     summary: str
+    global_attention: bool = False
 
 
 def names() -> tuple[str, ...]:
