@@ -11,6 +11,10 @@ Variants after the colon, comma-separated ``key=value``:
 * ``size``: tiny | mini | small | medium | base | large (``bert_jax.config.MODEL_SIZES``).
 * ``phase``: 1 = sequence length 128 for the first 90% of the steps; 2 = length 512 for the last 10%,
   continuing phase 1's full state (step counter, optimizer moments, learning-rate schedule).
+* ``arch``: bert | longformer (sliding-window attention, window 512 in every layer, global attention on
+  ``[CLS]``, 4,096-token rows, MLM only; start it from a BERT/RoBERTa checkpoint converted by
+  ``bert-jax to-longformer`` with ``--config.train.init_from``, as the Longformer paper does; ``phase``
+  then sets nothing but the step count).
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
@@ -31,12 +35,16 @@ from data_pipelines.loader import default_data_config
 TOTAL_STEPS = 1_000_000  # The paper's 1M steps (~40 epochs over 3.3B words at batch 256 x 512).
 PHASE1_FRACTION = 0.9  # Share of the steps at sequence length 128.
 ABLATIONS = ("none", "roberta", "wwm", "lamb", "mask20", "static")
+ARCHITECTURES = ("bert", "longformer")
+LONGFORMER_TOKENS, LONGFORMER_WINDOW = 4096, 512  # Beltagy et al. (2020): 4,096 tokens, window 512.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none"})
-    size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "arch": "bert"})
+    size, phase, ablation, arch = variant["size"], int(variant["phase"]), variant["ablation"], variant["arch"]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"config variant arch={arch!r}: expected one of {ARCHITECTURES}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
@@ -79,4 +87,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.masked_lm_prob = 0.20
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
+    if arch == "longformer":
+        set_longformer(c, LONGFORMER_TOKENS, LONGFORMER_WINDOW)
     return c
+
+
+def set_longformer(c: ml_collections.ConfigDict, tokens: int, window: int) -> None:
+    """Turns config ``c`` into Longformer pretraining: ``tokens``-long rows, one ``window`` for every layer,
+    positions for ``tokens`` past the padding id, MLM only (15% of the tokens predicted)."""
+    c.model.architecture = "longformer"
+    c.model.attention_window = (window,)
+    c.model.max_position_embeddings = tokens + c.model.pad_token_id + 1
+    c.data.max_seq_length, c.data.max_predictions_per_seq = tokens, round(0.15 * tokens)
+    c.data.nsp = False
+    c.task.nsp_weight = 0.0

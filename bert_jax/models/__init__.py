@@ -41,6 +41,8 @@ class Architecture:
       summary: one line for ``docs/models.md`` and ``bert-jax config``: what the architecture changes.
       global_attention: whether the encoder takes ``global_attention_mask=`` (``[B, S]``, nonzero: global
         tokens; Longformer): ``heads.encode_batch`` passes the batch's field, else the task's choice.
+      position_offset: whether position 0 is embedding row ``pad_token_id + 1`` (RoBERTa-style), so that
+        ``max_position_embeddings - pad_token_id - 1`` tokens fit.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Architecture:
     hf_conversion: str
     summary: str
     global_attention: bool = False
+    position_offset: bool = False
 
 
 def names() -> tuple[str, ...]:

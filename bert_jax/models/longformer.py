@@ -248,4 +248,5 @@ ARCHITECTURE = Architecture(
     summary="Longformer (2020): RoBERTa with sliding-window attention per layer + global attention on chosen "
             "tokens (separate global q/k/v); memory linear in S; MLM only",
     global_attention=True,
+    position_offset=True,
 )
