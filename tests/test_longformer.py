@@ -206,3 +206,13 @@ def _peak_temp_bytes(seq_len: int) -> int:
 def test_memory_grows_linearly_in_sequence_length():
     short, long = _peak_temp_bytes(1024), _peak_temp_bytes(4096)
     assert long / short < 6, (short, long)  # full [S, S] attention would be ~16x
+
+
+def test_layouts_match_one_device():
+    """Two pretraining steps on the data / FSDP / tensor meshes equal one device (logical axis names)."""
+    from tests.helpers import assert_layouts_match_one_device
+
+    assert_layouts_match_one_device(ModelConfig(architecture="longformer", vocab_size=512, hidden_size=32,
+                                                num_layers=2, num_heads=4, intermediate_size=64,
+                                                max_position_embeddings=40, attention_window=(8, 4),
+                                                max_global_tokens=4))
