@@ -139,7 +139,8 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON-like values (``attention_window`` as a list, as a saved config.json reads back)."""
+        return {**dataclasses.asdict(self), "attention_window": list(self.attention_window)}
 
     def non_embedding_params(self) -> int:
         """Parameters in the Transformer layers (weights and biases), excluding embeddings and heads."""

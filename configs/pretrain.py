@@ -96,7 +96,7 @@ def set_longformer(c: ml_collections.ConfigDict, tokens: int, window: int) -> No
     """Turns config ``c`` into Longformer pretraining: ``tokens``-long rows, one ``window`` for every layer,
     positions for ``tokens`` past the padding id, MLM only (15% of the tokens predicted)."""
     c.model.architecture = "longformer"
-    c.model.attention_window = (window,)
+    c.model.attention_window = [window]
     c.model.max_position_embeddings = tokens + c.model.pad_token_id + 1
     c.data.max_seq_length, c.data.max_predictions_per_seq = tokens, round(0.15 * tokens)
     c.data.nsp = False
