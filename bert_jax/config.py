@@ -86,7 +86,7 @@ class ModelConfig:
     remat: bool = False
     attention_impl: str | None = None
     attention_window: tuple[int, ...] = (512,)
-    max_global_tokens: int = 64
+    max_global_tokens: int = 128
     pad_token_id: int = 0
 
     def __post_init__(self):

@@ -21,6 +21,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from absl import logging
+
 from bert_jax.config import ModelConfig
 from bert_jax.interop.hf_bert import HF_ACTIVATIONS
 from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
@@ -143,10 +145,13 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
                               extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The Hugging Face ``config.json`` fields of ``cfg`` (a ``transformers.LongformerConfig`` dict).
 
-    ``pad_token_id`` is the model's own (``cfg.pad_token_id``: the position offset depends on it); the
-    tokenizer's (the argument) is only checked against it.
+    ``pad_token_id`` written is the model's own (``cfg.pad_token_id``: the position offset depends on it);
+    the tokenizer's (the argument) is only compared with it (a warning when they differ).
     """
-    del pad_token_id  # cfg.pad_token_id decides the positions; export_hf passes the tokenizer's (checked there)
+    if pad_token_id != cfg.pad_token_id:
+        logging.warning("the tokenizer's pad id %d differs from model.pad_token_id=%d, which config.json records: "
+                        "transformers will count positions from pad id %d", pad_token_id, cfg.pad_token_id,
+                        cfg.pad_token_id)
     windows = list(cfg.attention_window) * (cfg.num_layers if len(cfg.attention_window) == 1 else 1)
     return {
         "architectures": [architecture],
