@@ -133,3 +133,29 @@ def attend(name: str, q: Array, k: Array, v: Array, mask: Mask,
         raise ValueError(f"attention implementation {name!r} has no dropout on the probabilities; use 'reference'")
     return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), local_window_size=mask.window,
                                         implementation=_FUSED[name])
+
+
+GLOBAL_TOKENS = ("cls", "question", "none")
+
+
+def global_tokens(choice: str, segment_ids: Array, sequence_ids: Array, position_ids: Array) -> Array:
+    """Which tokens get global attention (Longformer), int32 ``[B, S]`` (1: global), from the batch fields.
+
+    Args:
+      choice: ``"cls"``: the first token of each sequence (``[CLS]`` / ``<s>``; classification);
+        ``"question"``: the tokens of segment 0 before its closing separator (``[CLS]`` and the question
+        of a QA row, as Hugging Face's ``LongformerForQuestionAnswering`` chooses); ``"none"``: no token.
+      segment_ids, sequence_ids, position_ids: int32 ``[B, S]`` (``data_pipelines.batch``).
+
+    Raises:
+      ValueError: for an unknown choice.
+    """
+    real = sequence_ids > 0
+    if choice == "cls":
+        return ((position_ids == 0) & real).astype(jnp.int32)
+    if choice == "question":
+        first_segment = jnp.sum((segment_ids == 0) & real, axis=1, keepdims=True)
+        return ((jnp.arange(segment_ids.shape[1])[None, :] < first_segment - 1) & real).astype(jnp.int32)
+    if choice == "none":
+        return jnp.zeros_like(sequence_ids, dtype=jnp.int32)
+    raise ValueError(f"global attention tokens {choice!r}; expected one of {GLOBAL_TOKENS}")

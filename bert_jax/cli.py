@@ -19,6 +19,7 @@ COMMANDS = {
     "finetune": "fine-tune on a task (GLUE, SQuAD, NER, multiple choice, your TSV/JSONL)",
     "predict": "predict with a fine-tuned model on a file or stdin",
     "export-hf": "export to the Hugging Face layout (safetensors, tokenizer files)",
+    "to-longformer": "turn a BERT/RoBERTa checkpoint into a Longformer (positions copied out to 4,096)",
     "fill-mask": "fill in [MASK] tokens",
     "embed": "sentence embeddings and nearest-neighbour search",
     "prepare-data": "prepare a pretraining corpus as a TFDS dataset",

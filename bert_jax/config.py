@@ -65,6 +65,13 @@ class ModelConfig:
       norm_rel_ebd: DeBERTa: ``"layer_norm"`` (a LayerNorm on the relative embeddings, v2/v3) or ``"none"``.
       position_biased_input: DeBERTa: add absolute position embeddings to the input (False in v2/v3).
       enhanced_mask_decoder: DeBERTa: the MLM head reads the Enhanced Mask Decoder (absolute positions).
+      attention_window: Longformer: the local window of each layer in tokens (even; a token sees
+        ``window / 2`` keys either side), one value for every layer or one per layer (Hugging Face's
+        ``attention_window``); other architectures ignore it.
+      max_global_tokens: Longformer: the most tokens per row with global attention (a static bound;
+        global tokens past it attend locally).
+      pad_token_id: the tokenizer's padding id; RoBERTa-style positions (Longformer) start at
+        ``pad_token_id + 1``, so ``max_position_embeddings - pad_token_id - 1`` tokens fit.
     """
 
     architecture: str = "bert"
@@ -92,6 +99,9 @@ class ModelConfig:
     norm_rel_ebd: str = "layer_norm"
     position_biased_input: bool = False
     enhanced_mask_decoder: bool = False
+    attention_window: tuple[int, ...] = (512,)
+    max_global_tokens: int = 128
+    pad_token_id: int = 0
 
     def __post_init__(self):
         from bert_jax import models  # the registry imports this module
@@ -106,6 +116,13 @@ class ModelConfig:
             raise ValueError(f"model.hidden_act={self.hidden_act!r}; expected one of {ACTIVATIONS}")
         if self.attention_impl is not None and self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"model.attention_impl={self.attention_impl!r}; expected None or one of {ATTENTION_IMPLS}")
+        object.__setattr__(self, "attention_window", tuple(int(w) for w in self.attention_window))
+        if (self.num_layers and len(self.attention_window) not in (1, self.num_layers)) or any(
+                w <= 0 or w % 2 for w in self.attention_window):
+            raise ValueError(f"model.attention_window={list(self.attention_window)}: expected one positive even "
+                             f"window, or one per layer ({self.num_layers})")
+        if self.max_global_tokens < 1:
+            raise ValueError(f"model.max_global_tokens={self.max_global_tokens}; expected >= 1")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
@@ -144,7 +161,8 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON-like values (``attention_window`` as a list, as a saved config.json reads back)."""
+        return {**dataclasses.asdict(self), "attention_window": list(self.attention_window)}
 
     def non_embedding_params(self) -> int:
         """Parameters in the Transformer layers (weights and biases), excluding embeddings and heads."""

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import models
+from bert_jax import attention, models
 from bert_jax.config import ModelConfig
 from bert_jax.models.layers import CLASSES, EMBED, dense
 from bert_jax.pooling import mean_pooling as mean_over_tokens  # Sentence-BERT mean pooling, float32 [B, H]
@@ -48,10 +48,22 @@ def gather_positions(sequence: Array, positions: Array) -> Array:
     return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
 
 
-def encode_batch(encoder: nn.Module, batch: Mapping[str, Array], deterministic: bool) -> tuple[Array, Array]:
-    """Runs ``encoder`` on the encoder fields of a contract batch (``data_pipelines.batch``)."""
+def encode_batch(encoder: nn.Module, batch: Mapping[str, Array], deterministic: bool,
+                 global_tokens: str = "cls") -> tuple[Array, Array]:
+    """Runs ``encoder`` on the encoder fields of a contract batch (``data_pipelines.batch``).
+
+    For an architecture with global attention (``Architecture.global_attention``: Longformer) the global
+    tokens are the batch's ``global_attention_mask`` when it has one, else ``global_tokens``
+    (``attention.global_tokens``: ``"cls"``, ``"question"``, ``"none"``).
+    """
+    extra = {}
+    if models.get(encoder.config.architecture).global_attention:
+        extra["global_attention_mask"] = batch.get(batch_lib.GLOBAL_ATTENTION_FIELD)
+        if extra["global_attention_mask"] is None:
+            extra["global_attention_mask"] = attention.global_tokens(
+                global_tokens, batch["segment_ids"], batch["sequence_ids"], batch["position_ids"])
     return encoder(batch["input_ids"], batch["segment_ids"], batch["sequence_ids"], batch["position_ids"],
-                   deterministic=deterministic)
+                   deterministic=deterministic, **extra)
 
 
 class PreTrainingModel(nn.Module):
@@ -170,7 +182,7 @@ class SpanModel(nn.Module):
         self.qa_outputs = head_dense(self.config, 2, "qa_outputs")
 
     def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> dict[str, Array]:
-        sequence, _ = encode_batch(self.bert, batch, deterministic)
+        sequence, _ = encode_batch(self.bert, batch, deterministic, global_tokens="question")
         logits = self.qa_outputs(sequence).astype(jnp.float32)
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
 

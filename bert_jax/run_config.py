@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from bert_jax import fileio, perf, sharding
+from bert_jax import fileio, models, perf, sharding
 from bert_jax.config import ModelConfig
 
 NONFINITE_MODES = ("stop", "skip")
@@ -100,10 +100,12 @@ def shared_problems(config: ml_collections.ConfigDict, model: ModelConfig, num_d
     checkpoints fall on logging steps."""
     problems: list[str] = []
     data, train = config.data, config.train
-    if data.max_seq_length > model.max_position_embeddings:
+    offset = model.pad_token_id + 1 if models.get(model.architecture).position_offset else 0
+    if data.max_seq_length > model.max_position_embeddings - offset:
         problems.append(
             f"data.max_seq_length={data.max_seq_length} exceeds model.max_position_embeddings="
-            f"{model.max_position_embeddings}")
+            f"{model.max_position_embeddings}" + (f" less the {offset} rows below position 0 (model.pad_token_id + 1)"
+                                                  if offset else ""))
     try:
         ways = data_parallel_size(config, num_devices)
     except ValueError as error:

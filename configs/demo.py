@@ -6,6 +6,9 @@ MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
     python -m launch.pretrain --config=configs/demo.py:arch=deberta_v2 --workdir=workdirs/demo-deberta
+    python -m launch.pretrain --config=configs/demo.py:arch=longformer --workdir=workdirs/demo-longformer
+
+``arch=longformer``: the same run as a tiny Longformer (256-token rows, window 32, MLM only).
 """
 
 from __future__ import annotations
@@ -50,4 +53,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_batches = 16
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 2
+    if arch == "longformer":
+        pretrain.set_longformer(c, tokens=256, window=32)
     return c

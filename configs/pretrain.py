@@ -11,13 +11,20 @@ Variants after the colon, comma-separated ``key=value``:
 * ``size``: tiny | mini | small | medium | base | large (``bert_jax.config.MODEL_SIZES``).
 * ``phase``: 1 = sequence length 128 for the first 90% of the steps; 2 = length 512 for the last 10%,
   continuing phase 1's full state (step counter, optimizer moments, learning-rate schedule).
+* ``arch``: the encoder architecture (``ARCH_RECIPES``; docs/models.md):
+
+  - ``bert`` (default): the paper's model and objective (MLM + NSP).
+  - ``deberta_v2``: DeBERTa-v3's encoder (``ARCH_MODELS``): relative attention with 256 position
+    buckets, no absolute input positions, no token types, LayerNorm eps 1e-7, a 128,100-id
+    SentencePiece vocabulary as Microsoft's DeBERTa-v3; MLM only (no NSP, packed whole sentences); the
+    Enhanced Mask Decoder on: ``--config.model.enhanced_mask_decoder=True``.
+  - ``longformer``: sliding-window attention, window 512 in every layer, global attention on ``[CLS]``,
+    4,096-token rows, MLM only; start it from a BERT/RoBERTa checkpoint converted by
+    ``bert-jax to-longformer`` with ``--config.train.init_from``, as the Longformer paper does; ``phase``
+    then sets nothing but the step count.
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
-* ``arch``: bert (default) | deberta_v2 (``ARCH_MODELS``: DeBERTa-v3's encoder, relative attention with
-  256 position buckets, no absolute input positions, no token types, LayerNorm eps 1e-7, a 128,100-id
-  SentencePiece vocabulary as Microsoft's DeBERTa-v3; MLM only (no NSP, packed whole sentences); the
-  Enhanced Mask Decoder on: ``--config.model.enhanced_mask_decoder=True``).
 
 The data section points at the full English Wikipedia in TFDS plus a local book corpus; see
 ``docs/data.md`` for preparing them. The tokenizer is BERT's uncased ``vocab.txt``.
@@ -44,14 +51,15 @@ ARCH_MODELS = {
                        position_buckets=256, max_relative_positions=-1, pos_att_type="c2p|p2c", share_att_key=True,
                        norm_rel_ebd="layer_norm", position_biased_input=False),
 }
+LONGFORMER_TOKENS, LONGFORMER_WINDOW = 4096, 512  # Beltagy et al. (2020): 4,096 tokens, window 512.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
     variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "arch": "bert"})
-    size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
-    if variant["arch"] not in ARCH_MODELS:
-        raise ValueError(f"config variant arch={variant['arch']!r}: expected one of {tuple(ARCH_MODELS)}")
+    size, phase, ablation, arch = variant["size"], int(variant["phase"]), variant["ablation"], variant["arch"]
+    if arch not in ARCH_RECIPES:
+        raise ValueError(f"config variant arch={arch!r}: expected one of {tuple(ARCH_RECIPES)}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
@@ -60,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.variant = variant  # The variant this config was built from (informational).
     c.task = ml_collections.ConfigDict({"name": "pretraining", "nsp_weight": 1.0})  # Objective; 0 = no NSP.
-    c.model = model_section(size, **ARCH_MODELS[variant["arch"]])  # ModelConfig fields (bert_jax/config.py).
+    c.model = model_section(size, **ARCH_MODELS.get(arch, {}))  # ModelConfig fields (bert_jax/config.py).
     c.tokenizer = tokenizer_section()
     c.data = default_data_config()  # data_pipelines/loader.py: sources, lengths, masking, NSP/packing.
     c.data.sources = [  # English Wikipedia (TFDS) 3 : books 1, both with a 1% held-out split.
@@ -94,9 +102,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.masked_lm_prob = 0.20
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
-    if variant["arch"] == "deberta_v2":  # MLM only, as DeBERTa; SentencePiece with DeBERTa-v3's vocabulary size
-        c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True
-        c.task.nsp_weight = 0.0
-        c.tokenizer.kind, c.tokenizer.model_file, c.tokenizer.lowercase = "sentencepiece", "vocab/spm/spm.model", False
-        c.tokenizer.vocab_size = c.model.vocab_size
+    ARCH_RECIPES[arch](c)
     return c
+
+
+def _bert(c: ml_collections.ConfigDict) -> None:
+    """BERT: the sections above are its recipe."""
+
+
+def _deberta_v2(c: ml_collections.ConfigDict) -> None:
+    """DeBERTa-v3: MLM only, packed whole sentences, SentencePiece with DeBERTa-v3's vocabulary size."""
+    c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True
+    c.task.nsp_weight = 0.0
+    c.tokenizer.kind, c.tokenizer.model_file, c.tokenizer.lowercase = "sentencepiece", "vocab/spm/spm.model", False
+    c.tokenizer.vocab_size = c.model.vocab_size
+
+
+def _longformer(c: ml_collections.ConfigDict) -> None:
+    set_longformer(c, LONGFORMER_TOKENS, LONGFORMER_WINDOW)
+
+
+def set_longformer(c: ml_collections.ConfigDict, tokens: int, window: int) -> None:
+    """Turns config ``c`` into Longformer pretraining: ``tokens``-long rows, one ``window`` for every layer,
+    positions for ``tokens`` past the padding id, MLM only (15% of the tokens predicted)."""
+    c.model.architecture = "longformer"
+    c.model.attention_window = [window]
+    c.model.max_position_embeddings = tokens + c.model.pad_token_id + 1
+    c.data.max_seq_length, c.data.max_predictions_per_seq = tokens, round(0.15 * tokens)
+    c.data.nsp = False
+    c.task.nsp_weight = 0.0
+
+
+# Architecture variant -> the function that turns the BERT sections into its recipe (after the ablation).
+ARCH_RECIPES = {"bert": _bert, "deberta_v2": _deberta_v2, "longformer": _longformer}

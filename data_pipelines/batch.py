@@ -50,6 +50,10 @@ ENCODER_FIELDS: tuple[str, ...] = (
 )
 
 DTYPE = np.int32
+# Optional encoder field (Longformer): int32 [B, S], 1 on the tokens with global attention. A batch may carry
+# it beside the fields of its spec; without it the model uses its task's choice (bert_jax.attention.global_tokens).
+GLOBAL_ATTENTION_FIELD = "global_attention_mask"
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {GLOBAL_ATTENTION_FIELD: ("B", "S")}
 
 
 def resolve_shape(symbolic: tuple[str, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
@@ -78,7 +82,8 @@ def validate_batch(
         ``dims``.
     """
     missing = sorted(set(fields) - set(batch))
-    extra = sorted(set(batch) - set(fields))
+    extra = sorted(set(batch) - set(fields) - set(OPTIONAL_FIELDS))
+    fields = {**fields, **{name: OPTIONAL_FIELDS[name] for name in OPTIONAL_FIELDS if name in batch}}
     if missing or extra:
         raise ValueError(f"batch fields do not match the contract: missing {missing}, unexpected {extra}")
     found: dict[str, int] = dict(dims or {})

@@ -24,6 +24,7 @@ ENCODER = "bert"  # the parameter collection of the encoder in every model (BERT
 _MODULES = {
     "bert": "bert_jax.models.bert",
     "deberta_v2": "bert_jax.models.deberta",
+    "longformer": "bert_jax.models.longformer",
 }
 
 
@@ -42,6 +43,10 @@ class Architecture:
       masked_states: None, or the name of an encoder method that pretraining calls instead of the encoder
         plus a gather, as ``method(input_ids, segment_ids, sequence_ids, position_ids, masked_positions [B, P],
         deterministic=) -> (masked [B, P, H], sequence [B, S, H], pooled [B, H])`` (DeBERTa's EMD).
+      global_attention: whether the encoder takes ``global_attention_mask=`` (``[B, S]``, nonzero: global
+        tokens; Longformer): ``heads.encode_batch`` passes the batch's field, else the task's choice.
+      position_offset: whether position 0 is embedding row ``pad_token_id + 1`` (RoBERTa-style), so that
+        ``max_position_embeddings - pad_token_id - 1`` tokens fit.
     """
 
     name: str
@@ -51,6 +56,8 @@ class Architecture:
     hf_conversion: str
     summary: str
     masked_states: str | None = None
+    global_attention: bool = False
+    position_offset: bool = False
 
 
 def names() -> tuple[str, ...]:

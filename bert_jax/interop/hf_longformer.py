@@ -1,0 +1,212 @@
+"""Longformer's Hugging Face layout (``transformers.Longformer*``): its conversion table and ``config.json`` mapping.
+
+Keys are RoBERTa's under the prefix ``longformer`` plus ``attention.self.{query,key,value}_global`` in
+every layer; the masked-LM head is ``lm_head`` (decoder tied to the word embeddings and to ``lm_head.bias``).
+
+The sequence-classification head of ``LongformerForSequenceClassification`` is RoBERTa's
+``classifier.dense`` (+ tanh) and ``classifier.out_proj`` on ``<s>``. Our ``PooledClassifier`` computes
+``classifier(tanh(pooler(x[:, 0])))``, the same function, so the export writes our ``bert/pooler`` as
+``classifier.dense`` and our ``classifier`` as ``classifier.out_proj`` (and no ``longformer.pooler``, which
+that class lacks). Token classification and multiple choice keep a plain ``classifier`` (multiple choice
+on ``longformer.pooler``). The table tells the two apart by part name: ``seq_classifier`` /
+``token_classifier`` entries, both listed under the class's ``classifier`` part.
+
+Importing a ``LongformerForSequenceClassification`` reads its encoder; its head (``classifier.dense``/
+``out_proj``) is reported unused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from absl import logging
+
+from bert_jax.config import ModelConfig
+from bert_jax.interop.hf_bert import HF_ACTIVATIONS
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+
+_EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+PREFIX = "longformer"
+IGNORED_BUFFERS = (f"{PREFIX}.embeddings.position_ids", f"{PREFIX}.embeddings.token_type_ids")
+TIED_KEYS = {
+    "lm_head.decoder.weight": f"{PREFIX}.embeddings.word_embeddings.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+SEQ_CLASSIFIER, TOKEN_CLASSIFIER = "seq_classifier", "token_classifier"
+ARCHITECTURE_PARTS = {
+    "LongformerModel": ("pooler",),
+    "LongformerForMaskedLM": ("mlm_head",),
+    "LongformerForSequenceClassification": ("classifier", SEQ_CLASSIFIER),
+    "LongformerForMultipleChoice": ("pooler", "classifier", TOKEN_CLASSIFIER),
+    "LongformerForTokenClassification": ("classifier", TOKEN_CLASSIFIER),
+    "LongformerForQuestionAnswering": ("qa_outputs",),
+}
+TASK_ARCHITECTURES = {
+    "classification": "LongformerForSequenceClassification",
+    "regression": "LongformerForSequenceClassification",
+    "multiple_choice": "LongformerForMultipleChoice",
+    "tagging": "LongformerForTokenClassification",
+    "span": "LongformerForQuestionAnswering",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _PartEntry(Entry):
+    """An :class:`Entry` whose part is named explicitly (the classification-head variants)."""
+
+    owner: str = ""
+
+    @property
+    def part(self) -> str | None:
+        return self.owner
+
+
+def _owned(entries, owner: str):
+    return [_PartEntry(e.hf_key, e.path, e.hf_shape, e.shape, e.transpose, owner) for e in entries]
+
+
+def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -> list[Entry]:
+    """Every parameter (looped layout) with its Hugging Face key (``longformer.`` prefixed)."""
+    h, n, d, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
+    p, emb = PREFIX, ("bert", "embeddings")
+    table = [
+        Entry(f"{p}.embeddings.word_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False),
+        Entry(f"{p}.embeddings.position_embeddings.weight", emb + ("position_embeddings",),
+              (cfg.max_position_embeddings, h), (cfg.max_position_embeddings, h), False),
+        Entry(f"{p}.embeddings.token_type_embeddings.weight", emb + ("token_type_embeddings",),
+              (cfg.type_vocab_size, h), (cfg.type_vocab_size, h), False),
+        *layer_norm(f"{p}.embeddings.LayerNorm", emb + ("layer_norm",), h),
+    ]
+    for i in range(cfg.num_layers):
+        hf, ours = f"{p}.encoder.layer.{i}", ("bert", "encoder", f"layer_{i}")
+        for name in ("query", "key", "value", "query_global", "key_global", "value_global"):
+            table += linear(f"{hf}.attention.self.{name}", ours + ("attention", name), (h,), (n, d))
+        table += linear(f"{hf}.attention.output.dense", ours + ("attention", "output"), (n, d), (h,))
+        table += layer_norm(f"{hf}.attention.output.LayerNorm", ours + ("attention", "layer_norm"), h)
+        table += linear(f"{hf}.intermediate.dense", ours + ("intermediate",), (h,), (cfg.intermediate_size,))
+        table += linear(f"{hf}.output.dense", ours + ("output",), (cfg.intermediate_size,), (h,))
+        table += layer_norm(f"{hf}.output.LayerNorm", ours + ("layer_norm",), h)
+    table += linear(f"{p}.pooler.dense", ("bert", "pooler"), (h,), (h,))
+    table += linear("lm_head.dense", ("mlm_head", "transform"), (h,), (h,))
+    table += layer_norm("lm_head.layer_norm", ("mlm_head", "layer_norm"), h)
+    table.append(Entry("lm_head.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+    if classifier_outputs is not None:
+        table += _owned(linear("classifier", ("classifier",), (h,), (classifier_outputs,)), TOKEN_CLASSIFIER)
+        table += _owned(linear("classifier.dense", ("bert", "pooler"), (h,), (h,)), SEQ_CLASSIFIER)
+        table += _owned(linear("classifier.out_proj", ("classifier",), (h,), (classifier_outputs,)), SEQ_CLASSIFIER)
+    table += linear("qa_outputs", ("qa_outputs",), (h,), (2,))
+    return table
+
+
+def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) -> ModelConfig:
+    """Builds our ``ModelConfig`` from a Hugging Face Longformer ``config.json``.
+
+    Raises:
+      ValueError: naming the field, for another ``model_type``, an unsupported ``hidden_act`` or a
+        missing size field.
+    """
+    model_type = hf_config.get("model_type")
+    if model_type != "longformer":
+        raise ValueError(f"config.json model_type={model_type!r}; this is the 'longformer' conversion")
+    act = hf_config.get("hidden_act", "gelu")
+    if act not in HF_ACTIVATIONS:
+        raise ValueError(f"config.json hidden_act={act!r}; expected one of {sorted(HF_ACTIVATIONS)}")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    absent = [key for key in required if key not in hf_config]
+    if absent:
+        raise ValueError(f"config.json lacks the field(s) {absent}")
+    window = hf_config.get("attention_window", 512)
+    defaults = ModelConfig()
+    fields = dict(
+        architecture="longformer",
+        vocab_size=hf_config["vocab_size"],
+        hidden_size=hf_config["hidden_size"],
+        num_layers=hf_config["num_hidden_layers"],
+        num_heads=hf_config["num_attention_heads"],
+        intermediate_size=hf_config["intermediate_size"],
+        hidden_act=HF_ACTIVATIONS[act],
+        hidden_dropout=hf_config.get("hidden_dropout_prob", defaults.hidden_dropout),
+        attention_dropout=hf_config.get("attention_probs_dropout_prob", defaults.attention_dropout),
+        max_position_embeddings=hf_config.get("max_position_embeddings", defaults.max_position_embeddings),
+        type_vocab_size=hf_config.get("type_vocab_size", defaults.type_vocab_size),
+        layer_norm_eps=hf_config.get("layer_norm_eps", defaults.layer_norm_eps),
+        initializer_range=hf_config.get("initializer_range", defaults.initializer_range),
+        attention_window=tuple(window) if isinstance(window, (list, tuple)) else (int(window),),
+        pad_token_id=hf_config.get("pad_token_id", 1),
+    )
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
+                              architecture: str = "LongformerForMaskedLM",
+                              extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` fields of ``cfg`` (a ``transformers.LongformerConfig`` dict).
+
+    ``pad_token_id`` written is the model's own (``cfg.pad_token_id``: the position offset depends on it);
+    the tokenizer's (the argument) is only compared with it (a warning when they differ).
+    """
+    if pad_token_id != cfg.pad_token_id:
+        logging.warning("the tokenizer's pad id %d differs from model.pad_token_id=%d, which config.json records: "
+                        "transformers will count positions from pad id %d", pad_token_id, cfg.pad_token_id,
+                        cfg.pad_token_id)
+    windows = list(cfg.attention_window) * (cfg.num_layers if len(cfg.attention_window) == 1 else 1)
+    return {
+        "architectures": [architecture],
+        "model_type": "longformer",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": _EXPORT_ACTIVATIONS[cfg.hidden_act],
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "attention_window": windows,
+        "pad_token_id": cfg.pad_token_id,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+        **dict(extras or {}),
+    }
+
+
+def default_architecture(params: Params) -> str:
+    """The ``transformers`` class for a tree's parts when nothing else says.
+
+    Raises:
+      ValueError: for a ``classifier`` head (its task decides the class).
+    """
+    if "classifier" in params:
+        raise ValueError("params have a 'classifier' head: name the architecture (LongformerForSequenceClassification, "
+                         "LongformerForTokenClassification or LongformerForMultipleChoice)")
+    if "qa_outputs" in params:
+        return "LongformerForQuestionAnswering"
+    if "mlm_head" in params:
+        return "LongformerForMaskedLM"
+    return "LongformerModel"
+
+
+CONVERSION = Conversion(
+    model_type="longformer",
+    prefix=PREFIX,
+    table=_conversion_table,
+    architecture_parts=ARCHITECTURE_PARTS,
+    base_architecture="LongformerModel",
+    task_architectures=TASK_ARCHITECTURES,
+    mlm_architecture="LongformerForMaskedLM",
+    pretraining_architecture="LongformerForMaskedLM",
+    default_architecture=default_architecture,
+    config_from_hf=hf_config_to_model_config,
+    config_to_hf=model_config_to_hf_config,
+    ignored_buffers=IGNORED_BUFFERS,
+    tied_keys=TIED_KEYS,
+    optional_parts=(("bert", "pooler"), ("mlm_head",)),
+    head_prefixes=("lm_head.", "classifier.", "qa_outputs."),
+    task_heads=("classifier", "qa_outputs", SEQ_CLASSIFIER, TOKEN_CLASSIFIER),
+)
