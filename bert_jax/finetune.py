@@ -112,7 +112,8 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
         run_cfg.train.init_from = source.path
     trainer = Trainer(run_cfg, task, workdir, seq_len=config.data.max_seq_length)
     fresh = jax.device_get(trainer.state.params)
-    import_hf = hf_importer(task.model_config.scan_layers, task.name, label_names) if source.kind == "hf" else None
+    import_hf = hf_importer(task.model_config.scan_layers, task.name, label_names,
+                            task.model_config.vocab_pad_multiple) if source.kind == "hf" else None
     # From init_from only the encoder: the pretraining heads and any earlier task head (e.g. of an
     # intermediate fine-tuning) are dropped by name; a Hugging Face source's head is kept when its task and
     # labels match (interop.init_source.hf_importer). Resuming this run's own checkpoint restores all.

@@ -85,7 +85,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         **loader_args), "preparing the data sources")
     train_iter = iter(train_loader)
     try:
-        restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers))
+        restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers,
+                                                                   vocab_pad_multiple=model_config.vocab_pad_multiple))
         eval_iter = iter(make_pretraining_loader(data_cfg, tokenizer, split="eval", **loader_args))
         eval_batches = [next(eval_iter) for _ in range(train_cfg.eval_batches)]
         result = trainer.fit(train_iter, lambda params: trainer.evaluate_batches(params, eval_batches))
