@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import distributed, fileio, logs, run_config
+from bert_jax import distributed, fileio, logs, perf, run_config
 from bert_jax.interop.init_source import hf_importer, tokenizer_spec  # noqa: F401
 from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
@@ -66,6 +66,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     train_cfg, data_cfg = config.train, config.data
     run_config.precheck(config, workdir)  # ranges, workdir and sources: before anything is built
+    perf.configure_compilation_cache(train_cfg, workdir)  # before anything compiles
     tokenizer = distributed.primary_first(lambda: prepare_tokenizer(config), "preparing the tokenizer")
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
                         tokenizer_vocab_size=tokenizer.vocab_size)

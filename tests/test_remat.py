@@ -1,0 +1,59 @@
+"""Rematerialisation policies (``ModelConfig.remat_policy``, ``jax.checkpoint_policies`` in ``LayerStack``).
+
+Every policy computes the same gradients (dropout on: the recomputed layers redraw the same masks), and the
+compiled gradient's temporary memory (XLA:CPU ``memory_analysis``) orders as the policies promise:
+recomputing everything (``full``) < keeping the matmul outputs (``dots_saveable``) < keeping everything
+(``none``), on a tiny model at a moderate length where the activations dominate.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax.config import REMAT_POLICIES, ModelConfig
+from bert_jax.models import layers
+from bert_jax.models.layers import unbox
+from bert_jax.tasks import get_task
+from tests.helpers import random_pretraining_batch
+
+BASE = ModelConfig.from_size("tiny", vocab_size=1000, max_position_embeddings=256, attention_impl="reference")
+BATCH = random_pretraining_batch(0, batch_size=4, seq_len=256, max_predictions=8, vocab_size=1000)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """policy -> (gradients, compiled temp bytes) of the pretraining loss, dropout on, one fixed key."""
+    results = {}
+    params = None
+    for policy in REMAT_POLICIES:
+        task = get_task("pretraining", BASE.replace(remat_policy=policy), max_predictions=8)
+        if params is None:
+            params = unbox(task.init_params(jax.random.key(0)))
+        grad = jax.jit(jax.grad(lambda p, b: task.loss_and_metrics(p, b, jax.random.key(1), False)[0]))
+        executable = grad.lower(params, BATCH).compile()
+        results[policy] = (jax.device_get(executable(params, BATCH)),
+                           executable.memory_analysis().temp_size_in_bytes)
+    return results
+
+
+def test_policies_compute_the_same_gradients(compiled):
+    reference, _ = compiled["none"]
+    for policy in REMAT_POLICIES[1:]:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=policy),
+                     compiled[policy][0], reference)
+
+
+def test_temporary_memory_orders_full_dots_none(compiled):
+    temp = {policy: bytes_ for policy, (_, bytes_) in compiled.items()}
+    assert temp["full"] < temp["dots_saveable"] < temp["none"], temp
+    assert temp["dots_with_no_batch_dims_saveable"] <= temp["dots_saveable"], temp
+
+
+def test_boolean_remat_still_means_full_and_names_are_checked():
+    assert BASE.effective_remat_policy == "none" and BASE.replace(remat=True).effective_remat_policy == "full"
+    assert BASE.replace(remat=True, remat_policy="dots_saveable").effective_remat_policy == "dots_saveable"
+    assert set(layers.REMAT_POLICIES) == set(REMAT_POLICIES) - {"none"}
+    with pytest.raises(ValueError, match="model.remat_policy='everything'"):
+        ModelConfig(remat_policy="everything")
