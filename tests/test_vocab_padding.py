@@ -70,6 +70,7 @@ def test_padded_model_has_the_unpadded_loss_and_never_predicts_padding(unpadded_
     padded_params = hf_convert.init_pretraining_params(PADDED, jax.random.key(0))
     assert padded_params["bert"]["embeddings"]["word_embeddings"].shape == (1024, CONFIG.hidden_size)
     assert padded_params["mlm_head"]["output_bias"].shape == (1024,)
+    assert not np.asarray(padded_params["bert"]["embeddings"]["word_embeddings"][VOCAB:]).any()  # padding rows 0
 
     batch = random_pretraining_batch(0, batch_size=4, seq_len=32, max_predictions=5, vocab_size=VOCAB)
     losses, logits = {}, {}

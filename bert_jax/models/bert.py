@@ -34,7 +34,7 @@ class Embeddings(nn.Module):
     def setup(self):
         cfg = self.config
         self.word_embeddings = self.param(
-            "word_embeddings", layers.normal_init(cfg, (VOCAB, EMBED)), (cfg.padded_vocab_size, cfg.hidden_size),
+            "word_embeddings", layers.vocab_table_init(cfg, (VOCAB, EMBED)), (cfg.padded_vocab_size, cfg.hidden_size),
             cfg.parameter_dtype)
         self.position_embeddings = self.param(
             "position_embeddings", layers.normal_init(cfg, (POSITION, EMBED)),

@@ -39,6 +39,21 @@ def normal_init(config: ModelConfig, axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.truncated_normal(config.initializer_range), axes)
 
 
+def vocab_table_init(config: ModelConfig, axes: tuple[str, ...]):
+    """``normal_init`` for a ``[padded_vocab, ...]`` table with the padding rows (ids >= ``vocab_size``) zero.
+
+    Nothing looks them up and their logits are masked, so they get no gradient and stay zero in training:
+    a Hugging Face export (which slices them off) and re-import (which zero-pads) give the same tree.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        table = nn.initializers.truncated_normal(config.initializer_range)(key, shape, dtype)
+        real = jnp.arange(shape[0]) < config.vocab_size
+        return jnp.where(real.reshape((-1,) + (1,) * (len(shape) - 1)), table, 0).astype(dtype)
+
+    return nn.with_logical_partitioning(init, axes)
+
+
 def zeros_init(axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
