@@ -151,6 +151,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--framework", default="jax,torch", help="comma-separated subset of jax,torch")
     parser.add_argument("--scan_layers", action="store_true", help="JAX: nn.scan over the layer stack")
     parser.add_argument("--remat", action="store_true", help="JAX: rematerialise each layer in the backward pass")
+    parser.add_argument("--remat_policy", default=None,
+                        help="JAX: model.remat_policy (none, full, dots_saveable, dots_with_no_batch_dims_saveable)")
+    parser.add_argument("--vocab_pad_multiple", type=int, default=1,
+                        help="JAX: model.vocab_pad_multiple (128 pads 30,522 to 30,592 rows; logits of padding masked)")
     parser.add_argument("--attention_impl", default=None,
                         help="JAX: model.attention_impl: None (auto), 'fused', 'xla', 'cudnn' or 'reference' "
                         "(bert_jax/attention.py; training with attention dropout runs 'reference')")
@@ -184,7 +188,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     overrides: dict[str, Any] = dict(dtype=args.dtype, scan_layers=args.scan_layers, remat=args.remat,
-                                     attention_impl=args.attention_impl)
+                                     attention_impl=args.attention_impl, remat_policy=args.remat_policy,
+                                     vocab_pad_multiple=args.vocab_pad_multiple)
     if args.dropout is not None:
         overrides.update(hidden_dropout=args.dropout, attention_dropout=args.dropout)
     if args.attention_dropout is not None:

@@ -24,11 +24,17 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 # ``attention_impl`` values; ``bert_jax.attention`` says what each runs (None is "auto").
 ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn")
+# ``remat_policy`` values: what a layer keeps for the backward pass (``bert_jax.models.layers.REMAT_POLICIES``
+# maps them to ``jax.checkpoint_policies``); None follows the boolean ``remat`` ("full" or "none").
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 # ModelConfig fields that describe how to run, not what was trained: a run's config.model sets them even
 # when the checkpoint it starts from names the architecture.
 RUNTIME_MODEL_FIELDS = ("dtype", "param_dtype", "hidden_dropout", "attention_dropout", "scan_layers", "remat",
-                        "attention_impl")
+                        "attention_impl", "remat_policy")
+# Fields that fix the parameter layout: a checkpoint's saved config decides them, but a run starting from a
+# Hugging Face directory (which has no such layout) sets them itself.
+LAYOUT_MODEL_FIELDS = ("scan_layers", "vocab_pad_multiple")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -72,6 +78,9 @@ class ModelConfig:
         global tokens past it attend locally).
       pad_token_id: the tokenizer's padding id; RoBERTa-style positions (Longformer) start at
         ``pad_token_id + 1``, so ``max_position_embeddings - pad_token_id - 1`` tokens fit.
+      vocab_pad_multiple: pad the vocabulary rows (word embeddings, MLM output bias, logits) to a multiple of
+        this (1 = off); padding ids' logits are masked, Hugging Face import pads and export slices.
+      remat_policy: what each layer saves for the backward pass (``REMAT_POLICIES``); None follows ``remat``.
     """
 
     architecture: str = "bert"
@@ -102,6 +111,8 @@ class ModelConfig:
     attention_window: tuple[int, ...] = (512,)
     max_global_tokens: int = 128
     pad_token_id: int = 0
+    vocab_pad_multiple: int = 1
+    remat_policy: str | None = None
 
     def __post_init__(self):
         from bert_jax import models  # the registry imports this module
@@ -123,6 +134,10 @@ class ModelConfig:
                              f"window, or one per layer ({self.num_layers})")
         if self.max_global_tokens < 1:
             raise ValueError(f"model.max_global_tokens={self.max_global_tokens}; expected >= 1")
+        if not isinstance(self.vocab_pad_multiple, int) or self.vocab_pad_multiple < 1:
+            raise ValueError(f"model.vocab_pad_multiple={self.vocab_pad_multiple!r}; expected an integer >= 1 (1 = off)")
+        if self.remat_policy is not None and self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"model.remat_policy={self.remat_policy!r}; expected None or one of {REMAT_POLICIES}")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
@@ -138,6 +153,18 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table and the MLM logits: ``vocab_size`` rounded up to ``vocab_pad_multiple``."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
+
+    @property
+    def effective_remat_policy(self) -> str:
+        """``remat_policy``, or ``"full"`` / ``"none"`` from the boolean ``remat`` when it is None."""
+        if self.remat_policy is not None:
+            return self.remat_policy
+        return "full" if self.remat else "none"
 
     @property
     def compute_dtype(self) -> Any:

@@ -34,7 +34,7 @@ import ml_collections
 from etils import epath
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import distributed, fileio, logs, metrics, run_config
+from bert_jax import distributed, fileio, logs, metrics, perf, run_config
 from bert_jax.config import RUNTIME_MODEL_FIELDS, ModelConfig
 from bert_jax.finetune_inputs import RunInputs, num_train_steps, read_inputs, split_file, train_iterator
 from bert_jax.finetune_scoring import Evaluator
@@ -112,7 +112,8 @@ def init_trainer(config: ml_collections.ConfigDict, task: FinetuneTask, workdir:
         run_cfg.train.init_from = source.path
     trainer = Trainer(run_cfg, task, workdir, seq_len=config.data.max_seq_length)
     fresh = jax.device_get(trainer.state.params)
-    import_hf = hf_importer(task.model_config.scan_layers, task.name, label_names) if source.kind == "hf" else None
+    import_hf = hf_importer(task.model_config.scan_layers, task.name, label_names,
+                            task.model_config.vocab_pad_multiple) if source.kind == "hf" else None
     # From init_from only the encoder: the pretraining heads and any earlier task head (e.g. of an
     # intermediate fine-tuning) are dropped by name; a Hugging Face source's head is kept when its task and
     # labels match (interop.init_source.hf_importer). Resuming this run's own checkpoint restores all.
@@ -219,6 +220,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       InputError: before any training, for a config problem (listing them), a missing file, or bad data
         (naming the file, line, field or question).
     """
+    perf.configure_compilation_cache(config.train, workdir)  # every seed and fold after the first loads its steps
     try:
         inputs, source = distributed.primary_first(lambda: _prepare_and_read(config), "reading the fine-tuning data")
     except (ValueError, FileNotFoundError) as error:

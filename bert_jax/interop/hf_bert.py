@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
 
 # Hugging Face ``hidden_act`` -> ``ModelConfig.hidden_act``, and back.
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -54,10 +54,10 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
       classifier_outputs: outputs of the ``classifier`` head (classes, tags, or 1 for regression and
         multiple choice); None leaves it out. ``qa_outputs`` (2 outputs) is always listed.
     """
-    h, n, d, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
+    h, n, d = cfg.hidden_size, cfg.num_heads, cfg.head_dim
     emb = ("bert", "embeddings")
     table = [
-        Entry("bert.embeddings.word_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False),
+        vocab_rows("bert.embeddings.word_embeddings.weight", emb + ("word_embeddings",), cfg, h),
         Entry("bert.embeddings.position_embeddings.weight", emb + ("position_embeddings",),
                (cfg.max_position_embeddings, h), (cfg.max_position_embeddings, h), False),
         Entry("bert.embeddings.token_type_embeddings.weight", emb + ("token_type_embeddings",),
@@ -76,7 +76,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     table += linear("bert.pooler.dense", ("bert", "pooler"), (h,), (h,))
     table += linear("cls.predictions.transform.dense", ("mlm_head", "transform"), (h,), (h,))
     table += layer_norm("cls.predictions.transform.LayerNorm", ("mlm_head", "layer_norm"), h)
-    table.append(Entry("cls.predictions.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+    table.append(vocab_rows("cls.predictions.bias", ("mlm_head", "output_bias"), cfg))
     table += linear("cls.seq_relationship", ("nsp_head",), (h,), (2,))
     if classifier_outputs is not None:
         table += linear("classifier", ("classifier",), (h,), (classifier_outputs,))

@@ -100,6 +100,24 @@ class Entry:
         return x.reshape(self.hf_shape[::-1]).T if self.transpose else x.reshape(self.hf_shape)
 
 
+@dataclasses.dataclass(frozen=True)
+class VocabRows(Entry):
+    """A tensor whose first axis is the vocabulary: Hugging Face holds ``vocab_size`` rows, we hold
+    ``padded_vocab_size`` (``ModelConfig.vocab_pad_multiple``). Import pads with zeros, export slices."""
+
+    def to_ours(self, x: np.ndarray) -> np.ndarray:
+        padding = [(0, self.shape[0] - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        return np.pad(x, padding)
+
+    def to_hf(self, x: np.ndarray) -> np.ndarray:
+        return x[: self.hf_shape[0]]
+
+
+def vocab_rows(hf_key: str, path: tuple[str, ...], cfg: ModelConfig, *trailing: int) -> VocabRows:
+    """The entry of a ``[vocab, *trailing]`` tensor (word embeddings, MLM output bias): padded rows on our side."""
+    return VocabRows(hf_key, path, (cfg.vocab_size, *trailing), (cfg.padded_vocab_size, *trailing), False)
+
+
 def linear(hf_prefix: str, path: tuple[str, ...], in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
     """A ``torch.nn.Linear`` (weight ``[out, in]``) <-> our kernel ``in_shape + out_shape`` and bias."""
     hf_weight = (math.prod(out_shape), math.prod(in_shape))
@@ -319,7 +337,7 @@ def state_dict_to_params(conversion: Conversion, state_dict: Mapping[str, np.nda
                          f"{' ...' if len(required) > 8 else ''}")
     missing_heads = sorted({"/".join(p) for p in conversion.optional_parts for e in missing if e.path[:len(p)] == p})
     if missing:  # Only the pooler and the heads can be missing, and their shapes do not depend on the layers.
-        fresh = init_pretraining_params(cfg.replace(num_layers=0, scan_layers=False, remat=False),
+        fresh = init_pretraining_params(cfg.replace(num_layers=0, scan_layers=False, remat=False, remat_policy=None),
                                         jax.random.key(0) if rng is None else rng)
         for entry in missing:
             flat[entry.path] = np.asarray(get_path(fresh, entry.path), cfg.parameter_dtype)

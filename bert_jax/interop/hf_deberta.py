@@ -25,7 +25,7 @@ from typing import Any
 
 from bert_jax.config import ModelConfig
 from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
 from bert_jax.models import ENCODER
 from bert_jax.models.deberta import attention_span, attention_types
 
@@ -74,7 +74,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     """Every parameter (looped layout) with its Hugging Face key (``deberta.`` prefixed, task-model style)."""
     h, n, d, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
     emb = (ENCODER, "embeddings")
-    table = [Entry("deberta.embeddings.word_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False)]
+    table = [vocab_rows("deberta.embeddings.word_embeddings.weight", emb + ("word_embeddings",), cfg, h)]
     if cfg.position_biased_input or cfg.enhanced_mask_decoder:
         shape = (cfg.max_position_embeddings, h)
         table.append(Entry("deberta.embeddings.position_embeddings.weight", emb + ("position_embeddings",), shape,
@@ -105,7 +105,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     table += linear("pooler.dense", (ENCODER, "pooler"), (h,), (h,))
     table += linear("cls.predictions.transform.dense", ("mlm_head", "transform"), (h,), (h,))
     table += layer_norm("cls.predictions.transform.LayerNorm", ("mlm_head", "layer_norm"), h)
-    table.append(Entry("cls.predictions.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+    table.append(vocab_rows("cls.predictions.bias", ("mlm_head", "output_bias"), cfg))
     if classifier_outputs is not None:
         table += linear("classifier", ("classifier",), (h,), (classifier_outputs,))
     table += linear("qa_outputs", ("qa_outputs",), (h,), (2,))

@@ -25,7 +25,7 @@ from absl import logging
 
 from bert_jax.config import ModelConfig
 from bert_jax.interop.hf_bert import HF_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
 
 _EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 PREFIX = "longformer"
@@ -72,7 +72,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     h, n, d, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
     p, emb = PREFIX, ("bert", "embeddings")
     table = [
-        Entry(f"{p}.embeddings.word_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False),
+        vocab_rows(f"{p}.embeddings.word_embeddings.weight", emb + ("word_embeddings",), cfg, h),
         Entry(f"{p}.embeddings.position_embeddings.weight", emb + ("position_embeddings",),
               (cfg.max_position_embeddings, h), (cfg.max_position_embeddings, h), False),
         Entry(f"{p}.embeddings.token_type_embeddings.weight", emb + ("token_type_embeddings",),
@@ -91,7 +91,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     table += linear(f"{p}.pooler.dense", ("bert", "pooler"), (h,), (h,))
     table += linear("lm_head.dense", ("mlm_head", "transform"), (h,), (h,))
     table += layer_norm("lm_head.layer_norm", ("mlm_head", "layer_norm"), h)
-    table.append(Entry("lm_head.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+    table.append(vocab_rows("lm_head.bias", ("mlm_head", "output_bias"), cfg))
     if classifier_outputs is not None:
         table += _owned(linear("classifier", ("classifier",), (h,), (classifier_outputs,)), TOKEN_CLASSIFIER)
         table += _owned(linear("classifier.dense", ("bert", "pooler"), (h,), (h,)), SEQ_CLASSIFIER)

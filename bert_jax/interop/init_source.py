@@ -19,7 +19,7 @@ from etils import epath
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import run_config
-from bert_jax.config import RUNTIME_MODEL_FIELDS, ModelConfig
+from bert_jax.config import LAYOUT_MODEL_FIELDS, RUNTIME_MODEL_FIELDS, ModelConfig
 from bert_jax.interop import hf_convert, hf_files
 from data_pipelines import hf_tokenizer_files
 from data_pipelines import tokenizer as tokenizer_lib
@@ -86,10 +86,12 @@ def resolve_init_source(init_from: str) -> InitSource:
 
 
 def model_config_for(config: ml_collections.ConfigDict, source: InitSource) -> ModelConfig:
-    """``config.model`` with the architecture fields of ``source`` (checkpoints also fix the layer layout)."""
+    """``config.model`` with the architecture fields of ``source`` (checkpoints also fix the parameter layout:
+    ``LAYOUT_MODEL_FIELDS``; a saved config without ``vocab_pad_multiple`` is an unpadded run)."""
     fields = dict(config.model)
     if source.model_fields:
-        keep = [f for f in RUNTIME_MODEL_FIELDS if source.kind == "hf" or f != "scan_layers"]
+        keep = [f for f in (*RUNTIME_MODEL_FIELDS, *LAYOUT_MODEL_FIELDS)
+                if f in fields and (source.kind == "hf" or f not in LAYOUT_MODEL_FIELDS)]
         fields = {**source.model_fields, **{name: fields[name] for name in keep}}
     return ModelConfig(**fields)
 
@@ -129,7 +131,7 @@ def _task_heads_to_take(hf_dir: str, template: Any, imported: Any, task_kind: st
     return set()
 
 
-def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=None):
+def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=None, vocab_pad_multiple: int = 1):
     """``(hf_dir, params_template) -> params``: Hugging Face weights, fresh heads where HF has none.
 
     Args:
@@ -137,6 +139,7 @@ def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=Non
       task_kind: the fine-tuning task (``classification``, ``regression``, ``span``, ``tagging``,
         ``multiple_choice``), or None (pretraining).
       label_names: the task's class names in id order, when it has classes.
+      vocab_pad_multiple: the template's ``ModelConfig.vocab_pad_multiple`` (the vocabulary rows are padded to it).
 
     A fine-tuning head of the source (``classifier``, ``qa_outputs``) is kept when the task matches
     (``hf_convert.head_mismatch``: same transformers class and label set), else dropped with a one-line
@@ -144,7 +147,8 @@ def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=Non
     """
 
     def import_hf(hf_dir: str, template: Any) -> Any:
-        _, params, report = hf_files.load_hf_checkpoint(hf_dir, scan_layers=scan_layers)
+        _, params, report = hf_files.load_hf_checkpoint(
+            hf_dir, scan_layers=scan_layers, model_config_overrides={"vocab_pad_multiple": vocab_pad_multiple})
         task_heads = _task_heads_to_take(hf_dir, template, params, task_kind,
                                          None if label_names is None else tuple(label_names))
         fresh = set(report.missing_heads)

@@ -34,7 +34,7 @@ class Embeddings(nn.Module):
     def setup(self):
         cfg = self.config
         self.word_embeddings = self.param(
-            "word_embeddings", layers.normal_init(cfg, (VOCAB, EMBED)), (cfg.vocab_size, cfg.hidden_size),
+            "word_embeddings", layers.vocab_table_init(cfg, (VOCAB, EMBED)), (cfg.padded_vocab_size, cfg.hidden_size),
             cfg.parameter_dtype)
         self.position_embeddings = self.param(
             "position_embeddings", layers.normal_init(cfg, (POSITION, EMBED)),
@@ -140,19 +140,28 @@ class BertModel(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """Masked-LM head: dense + activation + LayerNorm, then the tied vocabulary projection + bias."""
+    """Masked-LM head: dense + activation + LayerNorm, then the tied vocabulary projection + bias.
+
+    Attributes:
+      config: the model hyperparameters.
+      activation: the transform's activation; None: ``config.hidden_act`` (BERT's head; RoBERTa's is GELU).
+    """
 
     config: ModelConfig
+    activation: str | None = None
 
     @nn.compact
     def __call__(self, x: Array, attend) -> Array:
-        """Maps ``[B, P, H]`` hidden states to float32 logits ``[B, P, V]`` (``attend``: the tied decoder)."""
+        """Maps ``[B, P, H]`` hidden states to float32 logits ``[B, P, V]`` (``attend``: the tied decoder).
+
+        ``V`` is ``config.padded_vocab_size``; the padding ids' logits are masked (``layers.mask_padded_vocab``).
+        """
         cfg = self.config
         x = layers.dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), "transform")(x)
-        x = LayerNorm(cfg, name="layer_norm")(layers.activation_fn(cfg.hidden_act)(x))
-        bias = self.param("output_bias", layers.zeros_init((VOCAB,)), (cfg.vocab_size,), cfg.parameter_dtype)
-        logits = attend(x) + bias.astype(cfg.compute_dtype)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
+        x = LayerNorm(cfg, name="layer_norm")(layers.activation_fn(self.activation or cfg.hidden_act)(x))
+        bias = self.param("output_bias", layers.zeros_init((VOCAB,)), (cfg.padded_vocab_size,), cfg.parameter_dtype)
+        logits = layers.mask_padded_vocab((attend(x) + bias.astype(cfg.compute_dtype)).astype(jnp.float32), cfg)
+        return nn.with_logical_constraint(logits, (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
 
 
 

@@ -48,8 +48,8 @@ import numpy as np
 from bert_jax import attention
 from bert_jax.config import ModelConfig
 from bert_jax.models import Architecture, bert, layers
-from bert_jax.models.layers import (ACT_BATCH, ACT_HEADS, ACT_KV, ACT_LENGTH, EMBED, EMBED_OUT, HEADS, HIDDEN_AXES,
-                                    KV, POSITION, TYPE_VOCAB, VOCAB, LayerNorm)
+from bert_jax.models.layers import (ACT_HEADS, ACT_KV, EMBED, EMBED_OUT, HEADS, HIDDEN_AXES, KV, POSITION, TYPE_VOCAB,
+                                    VOCAB, LayerNorm)
 
 Array = jax.Array
 _NEG_INF = -1e9  # finite: a fully masked row stays finite
@@ -245,7 +245,7 @@ class Embeddings(nn.Module):
     def setup(self):
         cfg = self.config
         self.word_embeddings = self.param(
-            "word_embeddings", layers.normal_init(cfg, (VOCAB, EMBED)), (cfg.vocab_size, cfg.hidden_size),
+            "word_embeddings", layers.vocab_table_init(cfg, (VOCAB, EMBED)), (cfg.padded_vocab_size, cfg.hidden_size),
             cfg.parameter_dtype)
         if cfg.position_biased_input or cfg.enhanced_mask_decoder:
             self.position_embeddings = self.param(

@@ -16,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from bert_jax import attention
 from bert_jax.config import ModelConfig
@@ -36,6 +37,21 @@ HEAD_AXES = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV)  # a ``[B, S, N, D]`` act
 def normal_init(config: ModelConfig, axes: tuple[str, ...]):
     """Truncated-normal initialiser (std ``config.initializer_range``) with logical ``axes``."""
     return nn.with_logical_partitioning(nn.initializers.truncated_normal(config.initializer_range), axes)
+
+
+def vocab_table_init(config: ModelConfig, axes: tuple[str, ...]):
+    """``normal_init`` for a ``[padded_vocab, ...]`` table with the padding rows (ids >= ``vocab_size``) zero.
+
+    Nothing looks them up and their logits are masked, so they get no gradient and stay zero in training:
+    a Hugging Face export (which slices them off) and re-import (which zero-pads) give the same tree.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        table = nn.initializers.truncated_normal(config.initializer_range)(key, shape, dtype)
+        real = jnp.arange(shape[0]) < config.vocab_size
+        return jnp.where(real.reshape((-1,) + (1,) * (len(shape) - 1)), table, 0).astype(dtype)
+
+    return nn.with_logical_partitioning(init, axes)
 
 
 def zeros_init(axes: tuple[str, ...]):
@@ -143,6 +159,27 @@ class DotProductAttention(nn.Module):
         return nn.with_logical_constraint(context, HEAD_AXES)
 
 
+# The logit of a padding vocabulary id: exp() of it underflows to exactly 0 in float32, and it stays finite
+# (0 x it is 0, unlike -inf), so softmax, argmax and cross-entropy never pick a padding id.
+PADDED_VOCAB_LOGIT = -1e9
+
+
+def mask_padded_vocab(logits: Array, config: ModelConfig) -> Array:
+    """Sets the logits of the padding ids (``config.vocab_size`` up to ``padded_vocab_size``) to a huge negative.
+
+    Args:
+      logits: ``[..., V]`` with ``V`` the padded vocabulary (float32).
+      config: the model hyperparameters.
+
+    Returns:
+      ``logits`` with ``[..., vocab_size:]`` replaced by ``PADDED_VOCAB_LOGIT`` (unchanged when unpadded).
+    """
+    if logits.shape[-1] <= config.vocab_size:
+        return logits
+    real = jax.lax.broadcasted_iota(jnp.int32, (logits.shape[-1],), 0) < config.vocab_size
+    return jnp.where(real, logits, jnp.asarray(PADDED_VOCAB_LOGIT, logits.dtype))
+
+
 def feed_forward(config: ModelConfig, x: Array, use_bias: bool = True) -> Array:
     """Dense, activation, dense: ``[B, S, H] -> [B, S, H]``, kernels ``intermediate`` and ``output``.
 
@@ -152,6 +189,24 @@ def feed_forward(config: ModelConfig, x: Array, use_bias: bool = True) -> Array:
     h = dense(cfg, cfg.intermediate_size, (EMBED, MLP), (MLP,), "intermediate", use_bias=use_bias)(x)
     h = nn.with_logical_constraint(activation_fn(cfg.hidden_act)(h), (ACT_BATCH, ACT_LENGTH, ACT_MLP))
     return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "output", use_bias=use_bias)(h)
+
+
+# ``ModelConfig.remat_policy`` -> what a rematerialised layer saves for the backward pass (None: nothing
+# but its inputs, i.e. everything is recomputed). "none" is absent: the layer is not rematerialised at all.
+REMAT_POLICIES = {
+    "full": None,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # every matmul output kept
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # weight
+    # matmuls (Q/K/V, output, FFN) kept; the batched attention einsums (scores, context) recomputed
+}
+
+
+def rematerialise(layer_cls: type[nn.Module], config: ModelConfig, **kwargs: Any) -> type[nn.Module]:
+    """``layer_cls`` wrapped in ``nn.remat`` with ``config.effective_remat_policy`` (as is for ``"none"``)."""
+    name = config.effective_remat_policy
+    if name == "none":
+        return layer_cls
+    return nn.remat(layer_cls, policy=REMAT_POLICIES[name], **kwargs)
 
 
 @functools.cache
@@ -168,7 +223,7 @@ class LayerStack(nn.Module):
     """``config.num_layers`` layers: a Python loop (``layer_i``) or one scanned, stacked ``layers`` module.
 
     Attributes:
-      config: the model hyperparameters (``num_layers``, ``scan_layers``, ``remat``).
+      config: the model hyperparameters (``num_layers``, ``scan_layers``, ``remat`` / ``remat_policy``).
       layer: the layer class, built as ``layer(config, deterministic)`` and called as
         ``layer(x, *args) -> x``; ``args`` (masks, rotary tables, ...) are the same for every layer.
     """
@@ -182,7 +237,7 @@ class LayerStack(nn.Module):
         cfg = self.config
         if cfg.scan_layers:
             layer_cls = _scannable(self.layer)
-            layer_cls = nn.remat(layer_cls, prevent_cse=False) if cfg.remat else layer_cls
+            layer_cls = rematerialise(layer_cls, cfg, prevent_cse=False)
             stack = nn.scan(
                 layer_cls,
                 variable_axes={"params": 0},
@@ -193,7 +248,7 @@ class LayerStack(nn.Module):
             )
             x, _ = stack(cfg, deterministic, name="layers")(x, *args)
             return x
-        layer_cls = nn.remat(self.layer) if cfg.remat else self.layer
+        layer_cls = rematerialise(self.layer, cfg)
         for i in range(cfg.num_layers):
             x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, *args)
         return x

@@ -36,8 +36,7 @@ import jax.numpy as jnp
 from bert_jax import attention
 from bert_jax.config import ModelConfig
 from bert_jax.models import Architecture, bert, layers, sliding_window
-from bert_jax.models.layers import (ACT_BATCH, ACT_LENGTH, ACT_VOCAB, EMBED, EMBED_OUT, HEAD_AXES, HEADS, HIDDEN_AXES,
-                                    KV, VOCAB, LayerNorm)
+from bert_jax.models.layers import EMBED, EMBED_OUT, HEAD_AXES, HEADS, HIDDEN_AXES, KV, LayerNorm
 
 Array = jax.Array
 _NEG_INF = -1e9
@@ -223,20 +222,10 @@ class LongformerModel(nn.Module):
         return self.embeddings.attend(x)
 
 
-class LMHead(nn.Module):
-    """RoBERTa's masked-LM head: dense, exact GELU, LayerNorm, then the tied vocabulary projection + bias."""
+class LMHead(bert.MLMHead):
+    """RoBERTa's masked-LM head: BERT's with exact GELU whatever ``hidden_act`` says."""
 
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, attend) -> Array:
-        """Maps ``[B, P, H]`` hidden states to float32 logits ``[B, P, V]`` (``attend``: the tied decoder)."""
-        cfg = self.config
-        x = layers.dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), "transform")(x)
-        x = LayerNorm(cfg, name="layer_norm")(layers.activation_fn("gelu")(x))
-        bias = self.param("output_bias", layers.zeros_init((VOCAB,)), (cfg.vocab_size,), cfg.parameter_dtype)
-        logits = attend(x) + bias.astype(cfg.compute_dtype)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
+    activation: str | None = "gelu"
 
 
 ARCHITECTURE = Architecture(
