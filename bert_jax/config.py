@@ -58,6 +58,7 @@ class ModelConfig:
         or ``"fused"`` (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, or
         ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
         runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
+      pad_token_id: the tokenizer's padding id; RoBERTa's positions start at ``pad_token_id + 1`` (HF ``padding_idx``).
     """
 
     architecture: str = "bert"
@@ -78,6 +79,7 @@ class ModelConfig:
     scan_layers: bool = False
     remat: bool = False
     attention_impl: str | None = None
+    pad_token_id: int = 0
 
     def __post_init__(self):
         from bert_jax import models  # the registry imports this module
@@ -92,6 +94,8 @@ class ModelConfig:
             raise ValueError(f"model.hidden_act={self.hidden_act!r}; expected one of {ACTIVATIONS}")
         if self.attention_impl is not None and self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"model.attention_impl={self.attention_impl!r}; expected None or one of {ATTENTION_IMPLS}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"model.pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size})")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
