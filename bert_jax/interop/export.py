@@ -135,10 +135,11 @@ def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file:
     parts = hf_convert.for_architecture(cfg).architecture_parts
     if architecture not in parts or any(part != "pooler" and part not in params for part in parts[architecture]):
         architecture = None  # e.g. a BertForMaskedLM saved without its head: from the parts present
-    if vocab_file is None:
-        vocab_file = tokenizer_lib.find_wordpiece_file(source)
-    export_hf(params, cfg, out_dir, vocab_file=vocab_file, lowercase=lowercase, architecture=architecture,
-              config_extras={k: hf_config[k] for k in TASK_CONFIG_FIELDS if k in hf_config})
+    spec = None if vocab_file is not None else hf_tokenizer_files.find_hf_tokenizer_spec(source)
+    if spec is not None and spec["kind"] == "wordpiece" and lowercase is not None:
+        spec["lowercase"] = lowercase
+    export_hf(params, cfg, out_dir, vocab_file=vocab_file, lowercase=lowercase, tokenizer_spec=spec,
+              architecture=architecture, config_extras={k: hf_config[k] for k in TASK_CONFIG_FIELDS if k in hf_config})
     return report
 
 
