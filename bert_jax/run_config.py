@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from bert_jax import fileio, perf, sharding
+from bert_jax import fileio, models, perf, sharding
 from bert_jax.config import ModelConfig
 
 NONFINITE_MODES = ("stop", "skip")
@@ -99,10 +99,12 @@ def shared_problems(config: ml_collections.ConfigDict, model: ModelConfig, num_d
     checkpoints fall on logging steps."""
     problems: list[str] = []
     data, train = config.data, config.train
-    if data.max_seq_length > model.max_position_embeddings:
+    if data.max_seq_length > models.max_length(model):
+        offset = model.max_position_embeddings - models.max_length(model)
         problems.append(
             f"data.max_seq_length={data.max_seq_length} exceeds model.max_position_embeddings="
-            f"{model.max_position_embeddings}")
+            f"{model.max_position_embeddings}" + (f" less the {offset} position rows before the first token"
+                                                   if offset else ""))
     try:
         ways = data_parallel_size(config, num_devices)
     except ValueError as error:

@@ -5,6 +5,10 @@ builder (a user's full dump goes through the same code), trains a WordPiece voca
 MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
+
+``configs/demo.py:arch=roberta`` is the same run with the RoBERTa recipe (``configs/pretrain.py``'s
+``arch=roberta``): a byte-level BPE vocabulary trained on the corpus, ``<s> ... </s>`` rows packed with
+whole sentences, dynamic masking, MLM only.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ from __future__ import annotations
 import ml_collections
 
 from configs import pretrain
+from configs.common import parse_variant
 from data_pipelines.sources import demo_dump_path
 
 DATA_DIR = "data/demo"  # Where the built corpus and its vocabulary go (relative to the working directory).
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
-    c = pretrain.get_config("size=tiny,phase=1")
+    arch = parse_variant(arg, {"arch": "bert"})["arch"]
+    c = pretrain.get_config(f"size=tiny,phase=1,arch={arch}")
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
-    c.model.max_position_embeddings = 128  # The demo never goes past 128 tokens.
-    c.tokenizer.vocab_file = f"{DATA_DIR}/vocab/vocab.txt"
+    # The demo never goes past 128 tokens (RoBERTa's positions start after <pad>: 2 more rows).
+    c.model.max_position_embeddings = 128 + (c.model.pad_token_id + 1 if arch == "roberta" else 0)
+    c.tokenizer.vocab_file = f"{DATA_DIR}/bpe/tokenizer.json" if arch == "roberta" else f"{DATA_DIR}/vocab/vocab.txt"
     c.tokenizer.vocab_size = 8000  # A small vocabulary trained on the demo corpus.
     c.tokenizer.build_if_missing = True
     c.model.vocab_size = c.tokenizer.vocab_size

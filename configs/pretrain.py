@@ -11,6 +11,11 @@ Variants after the colon, comma-separated ``key=value``:
 * ``size``: tiny | mini | small | medium | base | large (``bert_jax.config.MODEL_SIZES``).
 * ``phase``: 1 = sequence length 128 for the first 90% of the steps; 2 = length 512 for the last 10%,
   continuing phase 1's full state (step counter, optimizer moments, learning-rate schedule).
+* ``arch``: bert | roberta. ``roberta`` is the RoBERTa recipe (Liu et al., 2019) on the RoBERTa model
+  (``bert_jax/models/roberta.py``): byte-level BPE (``tokenizer.kind="bpe"``, 50,265 tokens as
+  GPT-2/RoBERTa, ``<s> ... </s>`` rows), one token type, positions past ``<pad>`` (id 1, so 514
+  position rows for 512 tokens), dynamic masking, no NSP (``task.nsp_weight=0``), rows packed with
+  whole-sentence ``<s> ... </s>`` pieces of several documents, Adam beta2 0.98 / eps 1e-6.
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
@@ -31,12 +36,33 @@ from data_pipelines.loader import default_data_config
 TOTAL_STEPS = 1_000_000  # The paper's 1M steps (~40 epochs over 3.3B words at batch 256 x 512).
 PHASE1_FRACTION = 0.9  # Share of the steps at sequence length 128.
 ABLATIONS = ("none", "roberta", "wwm", "lamb", "mask20", "static")
+ARCHITECTURES = ("bert", "roberta")
+ROBERTA_VOCAB_SIZE = 50265  # GPT-2's byte-level BPE plus RoBERTa's specials (roberta-base).
+ROBERTA_PAD_ID = 1  # <pad>: a BPE vocabulary trained here puts <s>, <pad>, </s>, <unk>, <mask> at 0..4.
+
+
+def apply_roberta(c: ml_collections.ConfigDict) -> None:
+    """Turns a BERT pretraining config into the RoBERTa recipe (the ``arch=roberta`` variant)."""
+    c.model.architecture = "roberta"
+    c.model.type_vocab_size = 1
+    c.model.pad_token_id = ROBERTA_PAD_ID
+    c.model.max_position_embeddings = 512 + ROBERTA_PAD_ID + 1  # 514: positions start after <pad>
+    c.model.layer_norm_eps = 1e-5
+    c.model.vocab_size = c.tokenizer.vocab_size = ROBERTA_VOCAB_SIZE
+    c.tokenizer.kind = "bpe"
+    c.tokenizer.vocab_file = "vocab/roberta/tokenizer.json"  # roberta-base's, or one build_vocab wrote (kind=bpe)
+    c.tokenizer.lowercase = False
+    c.data.nsp, c.data.packing, c.data.whole_sentences, c.data.masking = False, True, True, "dynamic"
+    c.task.nsp_weight = 0.0
+    c.optimizer.b2, c.optimizer.eps = 0.98, 1e-6
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none"})
+    """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=...,arch=..."``."""
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "arch": "bert"})
     size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
+    if variant["arch"] not in ARCHITECTURES:
+        raise ValueError(f"config variant arch={variant['arch']!r}: expected one of {ARCHITECTURES}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
@@ -79,4 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.masked_lm_prob = 0.20
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
+    if variant["arch"] == "roberta":
+        if ablation in ("static",):
+            raise ValueError("config variant arch=roberta,ablation=static: RoBERTa's recipe is dynamic masking")
+        apply_roberta(c)
     return c

@@ -35,6 +35,7 @@ import ml_collections
 from absl import logging
 
 from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import models
 from bert_jax.config import ModelConfig
 from bert_jax.interop import hf_convert, hf_files, init_source, model_card
 from data_pipelines import hf_tokenizer_files
@@ -101,7 +102,7 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
         if tokenizer.vocab_size < model_config.vocab_size:
             logging.warning("the tokenizer has %d tokens; the model's last %d embedding rows have no token",
                             tokenizer.vocab_size, model_config.vocab_size - tokenizer.vocab_size)
-        _write_tokenizer_files(tokenizer_spec, out_dir, model_config.max_position_embeddings)
+        _write_tokenizer_files(tokenizer_spec, out_dir, models.max_length(model_config))
         pad_token_id = tokenizer.pad_id
     else:
         logging.warning("no tokenizer given: %s will have no tokenizer files", out_dir)

@@ -39,6 +39,8 @@ class Architecture:
       nsp: whether pretraining carries a next-sentence-prediction head (``nsp_head``) on ``pooled``.
       hf_conversion: the module with the Hugging Face conversion (``bert_jax.interop.hf_<name>``).
       summary: one line for ``docs/models.md`` and ``bert-jax config``: what the architecture changes.
+      position_offset: ``fn(config) -> int``, position rows before the first token's (RoBERTa:
+        ``pad_token_id + 1``); a row holds at most ``max_position_embeddings - offset`` tokens.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Architecture:
     nsp: bool
     hf_conversion: str
     summary: str
+    position_offset: Any = lambda config: 0
 
 
 def names() -> tuple[str, ...]:
@@ -68,6 +71,11 @@ def get(name: str) -> Architecture:
 def encoder(config) -> Any:
     """A fresh encoder module for ``config`` (a ``ModelConfig``)."""
     return get(config.architecture).encoder(config)
+
+
+def max_length(config) -> int:
+    """The most tokens a row of ``config`` (a ``ModelConfig``) can hold: its positions past the offset."""
+    return config.max_position_embeddings - get(config.architecture).position_offset(config)
 
 
 def conversion(config_or_name) -> Any:

@@ -96,4 +96,5 @@ ARCHITECTURE = Architecture(
     hf_conversion="bert_jax.interop.hf_roberta",
     summary="RoBERTa (2019): BERT's encoder, positions offset past the padding id, one token type, "
             "byte-level BPE; MLM only (dynamic masking, full-sentence packing)",
+    position_offset=lambda config: config.pad_token_id + 1,
 )
