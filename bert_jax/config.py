@@ -138,6 +138,8 @@ class ModelConfig:
             raise ValueError(f"model.vocab_pad_multiple={self.vocab_pad_multiple!r}; expected an integer >= 1 (1 = off)")
         if self.remat_policy is not None and self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"model.remat_policy={self.remat_policy!r}; expected None or one of {REMAT_POLICIES}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"model.pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size})")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")

@@ -136,7 +136,7 @@ def fill_mask(model: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
         raise ValueError(f"{model.source} has no masked-LM head (e.g. a sentence-embedding encoder); fill-mask "
                          "needs a pretraining checkpoint or a Hugging Face PreTrainingModel/BertForMaskedLM")
     tokenizer = model.tokenizer
-    batch = encode_texts(tokenizer, texts, model.model_config.max_position_embeddings)
+    batch = encode_texts(tokenizer, texts, models.max_length(model.model_config))
     masked = batch["input_ids"] == tokenizer.mask_id
     empty = [text for text, row in zip(texts, masked) if not row.any()]
     if empty:
@@ -183,7 +183,7 @@ def embed(model: LoadedModel, texts: Sequence[str], *, pooling: str = "mean", ba
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
-    max_seq_length = min(max_seq_length, model.model_config.max_position_embeddings)
+    max_seq_length = min(max_seq_length, models.max_length(model.model_config))
     chunks = []
     for start in range(0, len(texts), batch_size):
         batch = encode_texts(model.tokenizer, texts[start:start + batch_size], max_seq_length)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import finetune, finetune_inputs, finetune_scoring, run_config, sharding
+from bert_jax import finetune, finetune_inputs, finetune_scoring, models, run_config, sharding
 from bert_jax.config import ModelConfig
 from bert_jax.interop import hf_convert, hf_files, init_source
 from bert_jax.models.layers import unbox
@@ -137,6 +137,8 @@ def _hf_settings(path: str, max_seq_length: int | None) -> dict[str, Any]:
         raise ValueError(f"{path}/config.json: architectures={hf_config.get('architectures')}; predict needs one of "
                          f"{sorted(set(conversion.task_architectures.values()))}")
     limit = int(hf_config.get("max_position_embeddings", DEFAULT_MAX_SEQ_LENGTH))
+    if "max_position_embeddings" in hf_config:  # less the rows before the first position (RoBERTa's)
+        limit = models.max_length(conversion.config_from_hf(hf_config))
     names = hf_convert.hf_label_names(hf_config) if kind in ("classification", "tagging") else None
     if kind in ("classification", "tagging") and not names:
         raise ValueError(f"{path}/config.json: no id2label, so the {kind} head's class names are unknown")

@@ -100,12 +100,12 @@ def shared_problems(config: ml_collections.ConfigDict, model: ModelConfig, num_d
     checkpoints fall on logging steps."""
     problems: list[str] = []
     data, train = config.data, config.train
-    offset = model.pad_token_id + 1 if models.get(model.architecture).position_offset else 0
-    if data.max_seq_length > model.max_position_embeddings - offset:
+    if data.max_seq_length > models.max_length(model):
+        offset = model.max_position_embeddings - models.max_length(model)
         problems.append(
             f"data.max_seq_length={data.max_seq_length} exceeds model.max_position_embeddings="
-            f"{model.max_position_embeddings}" + (f" less the {offset} rows below position 0 (model.pad_token_id + 1)"
-                                                  if offset else ""))
+            f"{model.max_position_embeddings}" + (f" less the {offset} position rows before the first token"
+                                                   if offset else ""))
     try:
         ways = data_parallel_size(config, num_devices)
     except ValueError as error:

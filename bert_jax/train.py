@@ -31,7 +31,7 @@ def prepare_tokenizer(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokeni
     """Loads the configured tokenizer; trains it on the first training source first when the file is
     missing and ``tokenizer.build_if_missing`` is set."""
     spec = tokenizer_spec(config.tokenizer)
-    path = spec.get("vocab_file") if spec["kind"] == "wordpiece" else spec.get("model_file")
+    path = spec.get("model_file") if spec["kind"] == "sentencepiece" else spec.get("vocab_file")
     if path and fileio.is_remote(path):
         raise ValueError(f"tokenizer file {path}: tokenizers read local files; copy it to the host first "
                          f"(e.g. gsutil cp) and point config.tokenizer at the copy")

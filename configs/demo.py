@@ -9,6 +9,10 @@ MLM + NSP, evaluates on the held-out articles and plots the curves.
     python -m launch.pretrain --config=configs/demo.py:arch=longformer --workdir=workdirs/demo-longformer
 
 ``arch=longformer``: the same run as a tiny Longformer (256-token rows, window 32, MLM only).
+
+``configs/demo.py:arch=roberta`` is the same run with the RoBERTa recipe (``configs/pretrain.py``'s
+``arch=roberta``): a byte-level BPE vocabulary trained on the corpus, ``<s> ... </s>`` rows packed with
+whole sentences, dynamic masking, MLM only.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arch != "bert":  # the demo's own WordPiece vocabulary, whatever the architecture
         c.tokenizer = pretrain.tokenizer_section()
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
-    c.model.max_position_embeddings = 128  # The demo never goes past 128 tokens.
-    c.tokenizer.vocab_file = f"{DATA_DIR}/vocab/vocab.txt"
+    # The demo never goes past 128 tokens (RoBERTa's positions start after <pad>: 2 more rows).
+    c.model.max_position_embeddings = 128 + (c.model.pad_token_id + 1 if arch == "roberta" else 0)
+    c.tokenizer.vocab_file = f"{DATA_DIR}/bpe/tokenizer.json" if arch == "roberta" else f"{DATA_DIR}/vocab/vocab.txt"
     c.tokenizer.vocab_size = 8000  # A small vocabulary trained on the demo corpus.
     c.tokenizer.build_if_missing = True
     c.model.vocab_size = c.tokenizer.vocab_size

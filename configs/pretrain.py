@@ -14,6 +14,11 @@ Variants after the colon, comma-separated ``key=value``:
 * ``arch``: the encoder architecture (``ARCH_RECIPES``; docs/models.md):
 
   - ``bert`` (default): the paper's model and objective (MLM + NSP).
+  - ``roberta``: the RoBERTa recipe (Liu et al., 2019) on the RoBERTa model (``bert_jax/models/roberta.py``):
+    byte-level BPE (``tokenizer.kind="bpe"``, 50,265 tokens as GPT-2/RoBERTa, ``<s> ... </s>`` rows), one
+    token type, positions past ``<pad>`` (id 1, so 514 position rows for 512 tokens), dynamic masking, no
+    NSP (``task.nsp_weight=0``), rows packed with whole-sentence ``<s> ... </s>`` pieces of several
+    documents, Adam beta2 0.98 / eps 1e-6.
   - ``deberta_v2``: DeBERTa-v3's encoder (``ARCH_MODELS``): relative attention with 256 position
     buckets, no absolute input positions, no token types, LayerNorm eps 1e-7, a 128,100-id
     SentencePiece vocabulary as Microsoft's DeBERTa-v3; MLM only (no NSP, packed whole sentences); the
@@ -55,6 +60,25 @@ ARCH_MODELS = {
                        norm_rel_ebd="layer_norm", position_biased_input=False),
 }
 LONGFORMER_TOKENS, LONGFORMER_WINDOW = 4096, 512  # Beltagy et al. (2020): 4,096 tokens, window 512.
+ROBERTA_VOCAB_SIZE = 50265  # GPT-2's byte-level BPE plus RoBERTa's specials (roberta-base).
+ROBERTA_PAD_ID = 1  # <pad>: a BPE vocabulary trained here puts <s>, <pad>, </s>, <unk>, <mask> at 0..4.
+
+
+def apply_roberta(c: ml_collections.ConfigDict) -> None:
+    """Turns a BERT pretraining config into the RoBERTa recipe (the ``arch=roberta`` variant)."""
+    c.model.architecture = "roberta"
+    c.model.type_vocab_size = 1
+    c.model.pad_token_id = ROBERTA_PAD_ID
+    c.model.max_position_embeddings = 512 + ROBERTA_PAD_ID + 1  # 514: positions start after <pad>
+    c.model.layer_norm_eps = 1e-5
+    c.model.vocab_size = c.tokenizer.vocab_size = ROBERTA_VOCAB_SIZE
+    c.tokenizer.kind = "bpe"
+    c.tokenizer.vocab_file = "vocab/roberta/tokenizer.json"  # roberta-base's, or one build_vocab wrote (kind=bpe)
+    c.tokenizer.lowercase = False
+    c.data.nsp, c.data.packing, c.data.whole_sentences, c.data.masking = False, True, True, "dynamic"
+    c.task.nsp_weight = 0.0
+    c.optimizer.b2, c.optimizer.eps = 0.98, 1e-6
+
 
 
 RECIPES = ("paper", "modern")
@@ -123,6 +147,12 @@ def _bert(c: ml_collections.ConfigDict) -> None:
     """BERT: the sections above are its recipe."""
 
 
+def _roberta(c: ml_collections.ConfigDict) -> None:
+    if c.data.masking == "static":
+        raise ValueError("config variant arch=roberta,ablation=static: RoBERTa's recipe is dynamic masking")
+    apply_roberta(c)
+
+
 def _deberta_v2(c: ml_collections.ConfigDict) -> None:
     """DeBERTa-v3: MLM only, packed whole sentences, SentencePiece with DeBERTa-v3's vocabulary size."""
     c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True
@@ -147,4 +177,4 @@ def set_longformer(c: ml_collections.ConfigDict, tokens: int, window: int) -> No
 
 
 # Architecture variant -> the function that turns the BERT sections into its recipe (after the ablation).
-ARCH_RECIPES = {"bert": _bert, "deberta_v2": _deberta_v2, "longformer": _longformer}
+ARCH_RECIPES = {"bert": _bert, "roberta": _roberta, "deberta_v2": _deberta_v2, "longformer": _longformer}

@@ -5,6 +5,8 @@
   ``strip_accents``, ``tokenize_chinese_chars``, ``model_max_length``) and ``special_tokens_map.json``.
   transformers 5 builds ``BertTokenizer``'s normaliser from ``tokenizer_config.json``, so that file
   carries the options; ``tokenizer.json`` repeats them for readers of the ``tokenizers`` format.
+* Byte-level BPE (RoBERTa): ``tokenizer.json``, ``vocab.json``, ``merges.txt`` and a
+  ``tokenizer_config.json`` naming ``RobertaTokenizer`` (``data_pipelines.bpe``).
 * SentencePiece: the model as ``spiece.model`` (lower-casing and Unicode normalisation live inside it),
   ``tokenizer_config.json`` naming ``BertGenerationTokenizer`` (transformers' plain SentencePiece
   wrapper: the ``sentencepiece`` library itself encodes, so ids are ours) and ``special_tokens_map.json``.
@@ -52,7 +54,13 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
     specials = {name: tokenizer.id_to_token(i) for name, i in (
         ("unk_token", tokenizer.unk_id), ("sep_token", tokenizer.sep_id), ("pad_token", tokenizer.pad_id),
         ("cls_token", tokenizer.cls_id), ("mask_token", tokenizer.mask_id))}
-    if isinstance(tokenizer, tokenizer_lib.WordPieceTokenizer):
+    if tokenizer.kind == "bpe":  # tokenizer.json, vocab.json, merges.txt; RobertaTokenizer's config
+        tokenizer.save(out_dir)
+        config = tokenizer.hf_config()
+        specials.update(bos_token=config["bos_token"], eos_token=config["eos_token"])
+        files = [tokenizer_lib.HF_TOKENIZER_FILE] + [
+            name for name in ("vocab.json", "merges.txt") if os.path.isfile(os.path.join(out_dir, name))]
+    elif isinstance(tokenizer, tokenizer_lib.WordPieceTokenizer):
         tokenizer.save(out_dir)  # vocab.txt, tokenizer_config.json
         with open(os.path.join(out_dir, tokenizer_lib.HF_TOKENIZER_FILE), "w", encoding="utf-8") as f:
             f.write(tokenizer.to_tokenizer_json())
@@ -74,11 +82,17 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
 def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The tokenizer spec of a Hugging Face directory, or None when it holds no tokenizer we read.
 
+    Byte-level BPE (a ``tokenizer.json`` with a BPE model, or ``vocab.json`` + ``merges.txt``), else
     WordPiece (``vocab.txt``, else ``tokenizer.json``; the normaliser options then come from the
     directory's ``tokenizer_config.json`` / ``tokenizer.json``, see
     :class:`~data_pipelines.tokenizer.WordPieceTokenizer`), else a SentencePiece ``spiece.model`` /
     ``spm.model``.
     """
+    from data_pipelines import bpe  # pylint: disable=import-outside-toplevel
+
+    vocab = bpe.find_bpe_file(directory)
+    if vocab:
+        return {"kind": "bpe", "vocab_file": vocab}
     vocab = tokenizer_lib.find_wordpiece_file(directory)
     if vocab:
         return {"kind": "wordpiece", "vocab_file": vocab}

@@ -67,11 +67,12 @@ _CONFIG_NAMES = {"lowercase": "do_lower_case", "strip_accents": "strip_accents",
 _NORMALIZER_NAMES = {"lowercase": "lowercase", "strip_accents": "strip_accents",
                      "tokenize_chinese_chars": "handle_chinese_chars"}
 
-KINDS = ("wordpiece", "sentencepiece")
+KINDS = ("wordpiece", "sentencepiece", "bpe")  # "bpe": byte-level BPE (RoBERTa), data_pipelines/bpe.py
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
 _LOAD_KEYS = {
     "wordpiece": {"kind", "vocab_file", "lowercase", "strip_accents", "tokenize_chinese_chars"},
     "sentencepiece": {"kind", "model_file"},
+    "bpe": {"kind", "vocab_file", "lowercase"},
 }
 # Keys only training reads; a spec that carries them can still be used for loading.
 _TRAIN_KEYS = {
@@ -85,6 +86,7 @@ _TRAIN_KEYS = {
         "max_sentence_length",
         "num_threads",
     },
+    "bpe": {"vocab_size", "min_frequency"},
 }
 
 
@@ -557,7 +559,8 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
     Args:
       spec: ``{'kind': 'wordpiece', 'vocab_file': '.../vocab.txt', 'lowercase': True}`` (optional
         ``lowercase``, ``strip_accents``, ``tokenize_chinese_chars``; see :class:`WordPieceTokenizer`)
-        or ``{'kind': 'sentencepiece', 'model_file': '.../spm.model'}``. Training-only keys such as
+        or ``{'kind': 'sentencepiece', 'model_file': '.../spm.model'}`` or ``{'kind': 'bpe', 'vocab_file':
+        '.../tokenizer.json' or '.../vocab.json'}`` (byte-level BPE, ``data_pipelines.bpe``). Training-only keys such as
         ``vocab_size`` are accepted and ignored, so one spec serves training and loading.
 
     Returns:
@@ -568,7 +571,7 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
       FileNotFoundError: the file is missing (the message names the build command).
     """
     spec = _spec_dict(spec)
-    file_key = "vocab_file" if spec["kind"] == "wordpiece" else "model_file"
+    file_key = "model_file" if spec["kind"] == "sentencepiece" else "vocab_file"
     if not spec.get(file_key):
         raise ValueError(f"{spec['kind']} tokenizer spec needs {file_key!r}: {spec}")
     if spec["kind"] == "wordpiece":
@@ -578,4 +581,8 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
             strip_accents=spec.get("strip_accents"),
             tokenize_chinese_chars=spec.get("tokenize_chinese_chars"),
         )
+    if spec["kind"] == "bpe":
+        from data_pipelines import bpe  # pylint: disable=import-outside-toplevel  (bpe builds on this module)
+
+        return bpe.BPETokenizer(spec["vocab_file"], lowercase=bool(spec.get("lowercase", False)))
     return SentencePieceTokenizer(spec["model_file"])

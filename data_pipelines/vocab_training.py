@@ -107,6 +107,13 @@ def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str)
     os.makedirs(out_dir, exist_ok=True)
     if kind == "wordpiece":
         tokenizer = _train_wordpiece(counted, spec, vocab_size, lowercase, out_dir)
+    elif kind == "bpe":  # byte-level BPE, RoBERTa's specials first (data_pipelines/bpe.py); cased by default
+        from data_pipelines import bpe  # pylint: disable=import-outside-toplevel
+
+        tokenizer = bpe.train_bpe(counted, vocab_size, out_dir, min_frequency=int(spec.get("min_frequency", 2)),
+                                  lowercase=bool(spec.get("lowercase", False)))
+        if counted.num_texts == 0:
+            raise _no_text_error(counted)
     else:
         tokenizer = _train_sentencepiece(counted, spec, vocab_size, lowercase, out_dir)
     logger.info(

@@ -219,7 +219,7 @@ def test_bad_vocabularies_and_specs_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"vocab.txt:8: duplicate token 'the' \(first on line 6\)"):
         tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_file": str(duplicate)})
     with pytest.raises(ValueError, match="'kind' must be one of"):
-        tok_lib.load_tokenizer({"kind": "bpe", "vocab_file": str(duplicate)})
+        tok_lib.load_tokenizer({"kind": "unigram", "vocab_file": str(duplicate)})
     with pytest.raises(ValueError, match=r"unknown wordpiece tokenizer spec keys \['vocab_fle'\]"):
         tok_lib.load_tokenizer({"kind": "wordpiece", "vocab_fle": str(duplicate)})
     with pytest.raises(ValueError, match="needs 'model_file'"):

@@ -35,6 +35,7 @@ import ml_collections
 from absl import logging
 
 from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import models
 from bert_jax.config import ModelConfig
 from bert_jax.interop import hf_convert, hf_files, init_source, model_card
 from data_pipelines import hf_tokenizer_files
@@ -101,7 +102,7 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
         if tokenizer.vocab_size < model_config.vocab_size:
             logging.warning("the tokenizer has %d tokens; the model's last %d embedding rows have no token",
                             tokenizer.vocab_size, model_config.vocab_size - tokenizer.vocab_size)
-        _write_tokenizer_files(tokenizer_spec, out_dir, model_config.max_position_embeddings)
+        _write_tokenizer_files(tokenizer_spec, out_dir, models.max_length(model_config))
         pad_token_id = tokenizer.pad_id
     else:
         logging.warning("no tokenizer given: %s will have no tokenizer files", out_dir)
@@ -135,10 +136,11 @@ def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file:
     parts = hf_convert.for_architecture(cfg).architecture_parts
     if architecture not in parts or any(part != "pooler" and part not in params for part in parts[architecture]):
         architecture = None  # e.g. a BertForMaskedLM saved without its head: from the parts present
-    if vocab_file is None:
-        vocab_file = tokenizer_lib.find_wordpiece_file(source)
-    export_hf(params, cfg, out_dir, vocab_file=vocab_file, lowercase=lowercase, architecture=architecture,
-              config_extras={k: hf_config[k] for k in TASK_CONFIG_FIELDS if k in hf_config})
+    spec = None if vocab_file is not None else hf_tokenizer_files.find_hf_tokenizer_spec(source)
+    if spec is not None and spec["kind"] == "wordpiece" and lowercase is not None:
+        spec["lowercase"] = lowercase
+    export_hf(params, cfg, out_dir, vocab_file=vocab_file, lowercase=lowercase, tokenizer_spec=spec,
+              architecture=architecture, config_extras={k: hf_config[k] for k in TASK_CONFIG_FIELDS if k in hf_config})
     return report
 
 

@@ -159,6 +159,9 @@ class Conversion:
       optional_parts: our paths that may be absent from a source (initialised fresh and reported).
       head_prefixes: key prefixes that are not under ``prefix`` (heads: ``"cls."``, ``"classifier."``).
       task_heads: our fine-tuning head names.
+      class_keys: ``transformers`` class -> {table key: the key that class stores the tensor under}, for
+        a class that names a tensor otherwise (RoBERTa's classification head holds the pooler as
+        ``classifier.dense``); read back under the table key on import.
     """
 
     model_type: str
@@ -177,16 +180,24 @@ class Conversion:
     optional_parts: tuple[tuple[str, ...], ...] = ((ENCODER, "pooler"), ("mlm_head",), ("nsp_head",))
     head_prefixes: tuple[str, ...] = ("classifier.", "qa_outputs.")
     task_heads: tuple[str, ...] = TASK_HEADS
+    class_keys: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
     def canonical_key(self, key: str) -> str:
-        """The task-model spelling of a source key: base-model prefix, ``weight``/``bias`` names."""
+        """The task-model spelling of a source key: base-model prefix, ``weight``/``bias`` names, the
+        table's key for a class-specific name (``class_keys``)."""
         if not key.startswith((self.prefix + ".", *self.head_prefixes)):
             key = f"{self.prefix}.{key}"
         if key.endswith(".gamma"):
-            return key.removesuffix(".gamma") + ".weight"
-        if key.endswith(".beta"):
-            return key.removesuffix(".beta") + ".bias"
-        return key
+            key = key.removesuffix(".gamma") + ".weight"
+        elif key.endswith(".beta"):
+            key = key.removesuffix(".beta") + ".bias"
+        aliases = {theirs: ours for renames in self.class_keys.values() for ours, theirs in renames.items()}
+        return aliases.get(key, key)
+
+    def class_key(self, architecture: str, table_key: str) -> str:
+        """The key ``architecture`` (a ``transformers`` class) stores the table key ``table_key`` under."""
+        key = self.class_keys.get(architecture, {}).get(table_key, table_key)
+        return key.removeprefix(self.prefix + ".") if architecture == self.base_architecture else key
 
 
 def for_architecture(config_or_name: ModelConfig | str) -> Conversion:
@@ -412,8 +423,7 @@ def params_to_state_dict(conversion: Conversion, params: Params, cfg: ModelConfi
         if value.shape != entry.shape:
             raise ValueError(f"params {'/'.join(entry.path)} has shape {value.shape}; the model config "
                              f"expects {entry.shape}")
-        key = (entry.hf_key if architecture != conversion.base_architecture
-               else entry.hf_key.removeprefix(conversion.prefix + "."))
+        key = conversion.class_key(architecture, entry.hf_key)
         state[key] = np.ascontiguousarray(entry.to_hf(value))
         leftovers.discard(entry.path)
     if "mlm_head" in parts:

@@ -28,18 +28,18 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from bert_jax import models
 from bert_jax.config import ModelConfig
 from bert_jax.interop import export, hf_convert, hf_files, hf_longformer
 
 LONGFORMER_POSITIONS = 4096  # the paper's length
-_OFFSET_ARCHITECTURES = ("roberta", "longformer")  # architectures whose positions start past the padding id
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                     "merges.txt", "sentencepiece.bpe.model", "spiece.model")
 
 
 def position_offset(cfg: ModelConfig) -> int:
     """The embedding row of position 0 in ``cfg``'s architecture (RoBERTa-style: ``pad_token_id + 1``)."""
-    return cfg.pad_token_id + 1 if cfg.architecture in _OFFSET_ARCHITECTURES else 0
+    return models.get(cfg.architecture).position_offset(cfg)
 
 
 def lengthen(cfg: ModelConfig, params: Mapping[str, Any], *, max_positions: int = LONGFORMER_POSITIONS,

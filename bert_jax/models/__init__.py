@@ -25,6 +25,7 @@ _MODULES = {
     "bert": "bert_jax.models.bert",
     "deberta_v2": "bert_jax.models.deberta",
     "longformer": "bert_jax.models.longformer",
+    "roberta": "bert_jax.models.roberta",
 }
 
 
@@ -45,8 +46,8 @@ class Architecture:
         deterministic=) -> (masked [B, P, H], sequence [B, S, H], pooled [B, H])`` (DeBERTa's EMD).
       global_attention: whether the encoder takes ``global_attention_mask=`` (``[B, S]``, nonzero: global
         tokens; Longformer): ``heads.encode_batch`` passes the batch's field, else the task's choice.
-      position_offset: whether position 0 is embedding row ``pad_token_id + 1`` (RoBERTa-style), so that
-        ``max_position_embeddings - pad_token_id - 1`` tokens fit.
+      position_offset: ``fn(config) -> int``, position rows before the first token's (RoBERTa and
+        Longformer: ``pad_token_id + 1``); a row holds at most ``max_position_embeddings - offset`` tokens.
     """
 
     name: str
@@ -57,7 +58,7 @@ class Architecture:
     summary: str
     masked_states: str | None = None
     global_attention: bool = False
-    position_offset: bool = False
+    position_offset: Any = lambda config: 0
 
 
 def names() -> tuple[str, ...]:
@@ -79,6 +80,11 @@ def get(name: str) -> Architecture:
 def encoder(config) -> Any:
     """A fresh encoder module for ``config`` (a ``ModelConfig``)."""
     return get(config.architecture).encoder(config)
+
+
+def max_length(config) -> int:
+    """The most tokens a row of ``config`` (a ``ModelConfig``) can hold: its positions past the offset."""
+    return config.max_position_embeddings - get(config.architecture).position_offset(config)
 
 
 def conversion(config_or_name) -> Any:

@@ -22,8 +22,7 @@ type 0 whatever ``segment_ids`` say.
 Parameter tree of the encoder (under ``bert``): BERT's (``bert_jax/models/bert.py``, embeddings reused
 from there) plus ``attention/{query_global, key_global, value_global}`` in every layer; the masked-LM head
 is RoBERTa's (``transform``, ``layer_norm``, ``output_bias``; exact GELU). Hugging Face table:
-``bert_jax/interop/hf_longformer.py``. NOTE for the merge: the RoBERTa-style position offset is written
-here (``_roberta_positions``); ``bert_jax/models/roberta.py`` (written concurrently) has its own.
+``bert_jax/interop/hf_longformer.py``. Positions are RoBERTa's (``roberta.roberta_positions``).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 
 from bert_jax import attention
 from bert_jax.config import ModelConfig
-from bert_jax.models import Architecture, bert, layers, sliding_window
+from bert_jax.models import Architecture, bert, layers, roberta, sliding_window
 from bert_jax.models.layers import EMBED, EMBED_OUT, HEAD_AXES, HEADS, HIDDEN_AXES, KV, LayerNorm
 
 Array = jax.Array
@@ -157,12 +156,6 @@ class LongformerLayer(nn.Module):
         return nn.with_logical_constraint(out, HIDDEN_AXES)
 
 
-def roberta_positions(config: ModelConfig, position_ids: Array, sequence_ids: Array) -> Array:
-    """Embedding rows of RoBERTa-style positions: ``pad_token_id + 1 + position``, ``pad_token_id`` on padding."""
-    pad = config.pad_token_id
-    return jnp.where(sequence_ids > 0, position_ids + pad + 1, pad).astype(jnp.int32)
-
-
 def first_tokens(sequence_ids: Array, position_ids: Array) -> Array:
     """The default global tokens: the first of each sequence (``<s>`` / ``[CLS]``), int32 ``[B, S]``."""
     return ((position_ids == 0) & (sequence_ids > 0)).astype(jnp.int32)
@@ -211,7 +204,7 @@ class LongformerModel(nn.Module):
             segment_ids = jnp.zeros_like(input_ids)
         if global_attention_mask is None:
             global_attention_mask = first_tokens(sequence_ids, position_ids)
-        positions = roberta_positions(cfg, position_ids, sequence_ids)
+        positions = roberta.roberta_positions(position_ids, sequence_ids, cfg.pad_token_id)
         x = self.embeddings(input_ids, segment_ids, positions, deterministic)
         mask = GlobalMask.build(sequence_ids, global_attention_mask, cfg.max_global_tokens)
         x = self.encoder(x, mask, deterministic=deterministic)
@@ -237,5 +230,5 @@ ARCHITECTURE = Architecture(
     summary="Longformer (2020): RoBERTa with sliding-window attention per layer + global attention on chosen "
             "tokens (separate global q/k/v); memory linear in S; MLM only",
     global_attention=True,
-    position_offset=True,
+    position_offset=lambda config: config.pad_token_id + 1,
 )
