@@ -16,7 +16,7 @@ from typing import Any
 
 from bert_jax.config import ModelConfig
 from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
 
 PREFIX = "roberta"
 IGNORED_BUFFERS = ("roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids")
@@ -61,7 +61,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     h, n, d, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
     emb, p = ("bert", "embeddings"), cfg.max_position_embeddings
     table = [
-        Entry(f"{PREFIX}.embeddings.word_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False),
+        vocab_rows(f"{PREFIX}.embeddings.word_embeddings.weight", emb + ("word_embeddings",), cfg, h),
         Entry(f"{PREFIX}.embeddings.position_embeddings.weight", emb + ("position_embeddings",), (p, h), (p, h),
               False),
         Entry(f"{PREFIX}.embeddings.token_type_embeddings.weight", emb + ("token_type_embeddings",),
@@ -80,7 +80,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     table += linear(f"{PREFIX}.pooler.dense", ("bert", "pooler"), (h,), (h,))
     table += linear("lm_head.dense", ("mlm_head", "transform"), (h,), (h,))
     table += layer_norm("lm_head.layer_norm", ("mlm_head", "layer_norm"), h)
-    table.append(Entry("lm_head.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+    table.append(vocab_rows("lm_head.bias", ("mlm_head", "output_bias"), cfg))
     if classifier_outputs is not None:
         table += linear("classifier", ("classifier",), (h,), (classifier_outputs,))
     table += linear("qa_outputs", ("qa_outputs",), (h,), (2,))
