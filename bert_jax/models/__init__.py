@@ -23,6 +23,7 @@ ENCODER = "bert"  # the parameter collection of the encoder in every model (BERT
 # Architecture name -> the module of this package that declares it (``ARCHITECTURE``).
 _MODULES = {
     "bert": "bert_jax.models.bert",
+    "modernbert": "bert_jax.models.modernbert",
 }
 
 

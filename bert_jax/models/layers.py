@@ -164,6 +164,23 @@ def feed_forward(config: ModelConfig, x: Array, use_bias: bool = True) -> Array:
     return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "output", use_bias=use_bias)(h)
 
 
+def gated_feed_forward(config: ModelConfig, x: Array, use_bias: bool = True, dropout_rate: float = 0.0,
+                       deterministic: bool = True) -> Array:
+    """Gated-linear-unit feed-forward (GeGLU with ``hidden_act="gelu"``): ``[B, S, H] -> [B, S, H]``.
+
+    ``wi`` (kernel ``[H, 2, I]``: index 0 the activated input, 1 the gate) gives ``act(x W0) * (x W1)``,
+    then dropout (``dropout_rate``) and ``wo`` (``[I, H]``). ``I`` is ``config.intermediate_size``.
+    Call inside the caller's ``nn.compact`` method: the projections are the caller's parameters.
+    """
+    cfg = config
+    shape = (cfg.hidden_size, 2, cfg.intermediate_size)
+    h = einsum(cfg, shape, "bsh,hgi->bsgi", (EMBED, None, MLP), (None, MLP), "wi", use_bias)(x)
+    h = activation_fn(cfg.hidden_act)(h[..., 0, :]) * h[..., 1, :]
+    h = nn.with_logical_constraint(h, (ACT_BATCH, ACT_LENGTH, ACT_MLP))
+    h = nn.Dropout(dropout_rate)(h, deterministic=deterministic or dropout_rate == 0.0)
+    return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "wo", use_bias=use_bias)(h)
+
+
 @functools.cache
 def _scannable(layer_cls: type[nn.Module]) -> type[nn.Module]:
     """``layer_cls`` with the ``(carry, *broadcast) -> (carry, None)`` signature ``nn.scan`` needs."""
