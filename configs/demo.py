@@ -5,6 +5,9 @@ builder (a user's full dump goes through the same code), trains a WordPiece voca
 MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
+
+``configs/demo.py:arch=modernbert`` runs the same corpus through a tiny ModernBERT (2 layers: one
+global, one with a 32-token sliding window; RoPE, GeGLU, MLM only on packed rows with 30% masking).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import ml_collections
 
 from configs import pretrain
+from configs.common import parse_variant
 from data_pipelines.sources import demo_dump_path
 
 DATA_DIR = "data/demo"  # Where the built corpus and its vocabulary go (relative to the working directory).
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
-    c = pretrain.get_config("size=tiny,phase=1")
+    arch = parse_variant(arg, {"arch": "bert"})["arch"]
+    c = pretrain.get_config(f"size=tiny,phase=1,arch={arch}")
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
     c.model.max_position_embeddings = 128  # The demo never goes past 128 tokens.
     c.tokenizer.vocab_file = f"{DATA_DIR}/vocab/vocab.txt"
@@ -45,4 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_batches = 16
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 2
+    if arch == "modernbert":
+        c.data.max_predictions_per_seq = 38  # 30% of 128.
+        c.model.local_attention = 32  # 16 keys each side: the local layer's window is shorter than the row.
+        c.model.global_attn_every_n_layers = 2
     return c

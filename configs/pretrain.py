@@ -11,6 +11,10 @@ Variants after the colon, comma-separated ``key=value``:
 * ``size``: tiny | mini | small | medium | base | large (``bert_jax.config.MODEL_SIZES``).
 * ``phase``: 1 = sequence length 128 for the first 90% of the steps; 2 = length 512 for the last 10%,
   continuing phase 1's full state (step counter, optimizer moments, learning-rate schedule).
+* ``arch``: bert (default) | modernbert. ``arch=modernbert`` is the ModernBERT recipe (Warner et al.,
+  2024; ``MODERNBERT_SIZES``: base 22 x 768, large 28 x 1024 as transformers' ModernBertConfig): no
+  NSP, packed sequences, 30% masking, ``phase=1`` at 1,024 tokens, ``phase=long`` the context extension
+  at 8,192 (continuing phase 1 like ``phase=2``). ``size`` is then base | large | tiny (tests).
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
@@ -31,11 +35,21 @@ from data_pipelines.loader import default_data_config
 TOTAL_STEPS = 1_000_000  # The paper's 1M steps (~40 epochs over 3.3B words at batch 256 x 512).
 PHASE1_FRACTION = 0.9  # Share of the steps at sequence length 128.
 ABLATIONS = ("none", "roberta", "wwm", "lamb", "mask20", "static")
+# ModernBERT sizes (transformers' ModernBertConfig and the released checkpoints): layers, hidden, heads, GLU
+# width. ``tiny`` is ours, for tests and the CPU demo.
+MODERNBERT_SIZES = {"tiny": (2, 128, 2, 192), "base": (22, 768, 12, 1152), "large": (28, 1024, 16, 2624)}
+MODERNBERT_PHASES = {"1": (1024, 308), "long": (8192, 2458)}  # sequence length, predictions (30%)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none"})
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "arch": "bert"})
+    if variant["arch"] == "modernbert":
+        return _modernbert_config(variant)
+    if variant["arch"] != "bert":
+        raise ValueError(f"config variant arch={variant['arch']!r}: expected 'bert' or 'modernbert'")
+    if variant["phase"] not in ("1", "2"):
+        raise ValueError(f"config variant phase={variant['phase']}: expected 1 or 2")
     size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
@@ -79,4 +93,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.masked_lm_prob = 0.20
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
+    return c
+
+
+def _modernbert_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
+    """The ModernBERT recipe: MLM only on packed rows, 30% masking, 1,024 tokens then 8,192 (``phase=long``)."""
+    size, phase = variant["size"], variant["phase"]
+    if size not in MODERNBERT_SIZES:
+        raise ValueError(f"config variant size={size!r} with arch=modernbert: expected one of {sorted(MODERNBERT_SIZES)}")
+    if phase not in MODERNBERT_PHASES:
+        raise ValueError(f"config variant phase={phase} with arch=modernbert: expected one of {list(MODERNBERT_PHASES)}")
+    if variant["ablation"] != "none":
+        raise ValueError(f"config variant ablation={variant['ablation']!r}: the ablations are BERT's (arch=bert)")
+    c = get_config("size=base,phase=1")
+    c.variant = variant
+    layers, hidden, heads, glu = MODERNBERT_SIZES[size]
+    # ModernBERT's own choices; the vocabulary stays the tokenizer's (ModernBERT's 50,368 is its BPE's).
+    c.model = model_section("base", architecture="modernbert", num_layers=layers, hidden_size=hidden,
+                            num_heads=heads, intermediate_size=glu, hidden_dropout=0.0, attention_dropout=0.0,
+                            layer_norm_eps=1e-5, max_position_embeddings=8192, vocab_size=c.tokenizer.vocab_size)
+    c.model.dtype = "bfloat16"
+    c.task.nsp_weight = 0.0  # No NSP head.
+    c.data.nsp, c.data.packing = False, True
+    c.data.masked_lm_prob = 0.30
+    c.data.max_seq_length, c.data.max_predictions_per_seq = MODERNBERT_PHASES[phase]
+    if phase == "long":
+        c.train.init_mode = "full"  # Continues phase 1's state, as BERT's phase 2.
+        c.train.num_steps = TOTAL_STEPS
     return c
