@@ -17,7 +17,10 @@ dropout-free training run the fused kernel. ``attention_impl=None`` (or ``"auto"
 Every implementation takes the mask as a :class:`Mask` *description* (per-token packed-sequence ids and an
 optional local window), not as a dense array, so that kernels with segment ids and banded attention can
 use it without an ``[S, S]`` matrix; ``Mask.dense()`` builds the boolean ``[B, 1, S, S]`` for those
-that need one.
+that need one. A windowed mask (sliding-window local attention) whose key band is narrower than the
+sequence runs :func:`bert_jax.banded_attention.banded_attention` under ``"reference"``, ``"fused"``
+and ``"xla"`` (XLA's ``dot_product_attention`` would still build the ``[B, N, S, S]`` scores): memory
+linear in ``S``, dropout supported.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from bert_jax import banded_attention
 from bert_jax.config import ATTENTION_IMPLS, ModelConfig
 
 Array = jax.Array
@@ -125,6 +129,8 @@ def attend(name: str, q: Array, k: Array, v: Array, mask: Mask,
     Raises:
       ValueError: an unknown name, or ``dropout`` with a fused implementation.
     """
+    if name in ("reference", "fused", "xla") and banded_attention.applies(mask.window, q.shape[1]):
+        return banded_attention.banded_attention(q, k, v, mask.sequence_ids, mask.window, dropout)
     if name == "reference":
         return reference_attention(q, k, v, mask, dropout)
     if name not in _FUSED:

@@ -81,6 +81,17 @@ class ModelConfig:
       vocab_pad_multiple: pad the vocabulary rows (word embeddings, MLM output bias, logits) to a multiple of
         this (1 = off); padding ids' logits are masked, Hugging Face import pads and export slices.
       remat_policy: what each layer saves for the backward pass (``REMAT_POLICIES``); None follows ``remat``.
+      rope_theta: rotary base of the global-attention layers (ModernBERT 160,000; unused by BERT).
+      local_rope_theta: rotary base of the sliding-window layers (ModernBERT 10,000; unused by BERT).
+      local_attention: total sliding-window width of the local layers, ``local_attention // 2`` keys each side (ModernBERT).
+      global_attn_every_n_layers: layer ``i`` attends globally when ``i % n == 0``, else locally (ModernBERT).
+      norm_bias: whether ModernBERT's LayerNorms have a bias (BERT's always do).
+      attention_bias: whether ModernBERT's attention projections have biases (BERT's always do).
+      mlp_bias: whether ModernBERT's GeGLU projections have biases (BERT's always do).
+      decoder_bias: whether ModernBERT's tied MLM decoder has a bias (BERT's always does).
+      classifier_bias: whether ModernBERT's prediction-head dense layer has a bias.
+      classifier_act: activation of ModernBERT's prediction head (``ACTIVATIONS``).
+      classifier_pooling: ModernBERT's sentence vector before its head: ``"cls"`` (first token) or ``"mean"``.
     """
 
     architecture: str = "bert"
@@ -113,6 +124,17 @@ class ModelConfig:
     pad_token_id: int = 0
     vocab_pad_multiple: int = 1
     remat_policy: str | None = None
+    rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    local_attention: int = 128
+    global_attn_every_n_layers: int = 3
+    norm_bias: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    decoder_bias: bool = True
+    classifier_bias: bool = False
+    classifier_act: str = "gelu"
+    classifier_pooling: str = "cls"
 
     def __post_init__(self):
         from bert_jax import models  # the registry imports this module
@@ -151,6 +173,13 @@ class ModelConfig:
         if self.enhanced_mask_decoder and self.position_biased_input:
             raise ValueError("model.enhanced_mask_decoder=True adds absolute positions in the MLM decoder only; "
                              "it needs model.position_biased_input=False")
+        if self.classifier_act not in ACTIVATIONS:
+            raise ValueError(f"model.classifier_act={self.classifier_act!r}; expected one of {ACTIVATIONS}")
+        if self.classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"model.classifier_pooling={self.classifier_pooling!r}; expected 'cls' or 'mean'")
+        if self.local_attention < 0 or self.global_attn_every_n_layers < 1:
+            raise ValueError(f"model.local_attention={self.local_attention} must be >= 0 and "
+                             f"model.global_attn_every_n_layers={self.global_attn_every_n_layers} >= 1")
 
     @property
     def head_dim(self) -> int:

@@ -13,6 +13,9 @@ MLM + NSP, evaluates on the held-out articles and plots the curves.
 ``configs/demo.py:arch=roberta`` is the same run with the RoBERTa recipe (``configs/pretrain.py``'s
 ``arch=roberta``): a byte-level BPE vocabulary trained on the corpus, ``<s> ... </s>`` rows packed with
 whole sentences, dynamic masking, MLM only.
+
+``configs/demo.py:arch=modernbert`` runs the same corpus through a tiny ModernBERT (2 layers: one
+global, one with a 32-token sliding window; RoPE, GeGLU, MLM only on packed rows with 30% masking).
 """
 
 from __future__ import annotations
@@ -60,4 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2
     if arch == "longformer":
         pretrain.set_longformer(c, tokens=256, window=32)
+    if arch == "modernbert":
+        c.data.max_predictions_per_seq = 38  # 30% of 128.
+        c.model.local_attention = 32  # 16 keys each side: the local layer's window is shorter than the row.
+        c.model.global_attn_every_n_layers = 2
     return c

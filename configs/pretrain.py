@@ -27,6 +27,10 @@ Variants after the colon, comma-separated ``key=value``:
     4,096-token rows, MLM only; start it from a BERT/RoBERTa checkpoint converted by
     ``bert-jax to-longformer`` with ``--config.train.init_from``, as the Longformer paper does; ``phase``
     then sets nothing but the step count.
+  - ``modernbert``: the ModernBERT recipe (Warner et al.,
+    2024; ``MODERNBERT_SIZES``: base 22 x 768, large 28 x 1024 as transformers' ModernBertConfig): no
+    NSP, packed sequences, 30% masking, ``phase=1`` at 1,024 tokens, ``phase=long`` the context extension
+    at 8,192 (continuing phase 1 like ``phase=2``). ``size`` is then base | large | tiny (tests).
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
@@ -81,6 +85,10 @@ def apply_roberta(c: ml_collections.ConfigDict) -> None:
 
 
 
+# ModernBERT sizes (transformers' ModernBertConfig and the released checkpoints): layers, hidden, heads, GLU
+# width. ``tiny`` is ours, for tests and the CPU demo.
+MODERNBERT_SIZES = {"tiny": (2, 128, 2, 192), "base": (22, 768, 12, 1152), "large": (28, 1024, 16, 2624)}
+MODERNBERT_PHASES = {"1": (1024, 308), "long": (8192, 2458)}  # sequence length, predictions (30%)
 RECIPES = ("paper", "modern")
 VOCAB_PAD_MULTIPLE = 128  # 30,522 -> 30,592 rows: lane-aligned MLM matmul, and tensor=2/4/8 split the vocabulary.
 
@@ -88,6 +96,8 @@ VOCAB_PAD_MULTIPLE = 128  # 30,522 -> 30,592 rows: lane-aligned MLM matmul, and 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=...,recipe=...,arch=..."``."""
     variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "recipe": "paper", "arch": "bert"})
+    if variant["arch"] == "modernbert":  # its own sizes and phases (MODERNBERT_SIZES, _PHASES)
+        return _modernbert_config(variant)
     size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
     recipe, arch = variant["recipe"], variant["arch"]
     if arch not in ARCH_RECIPES:
@@ -178,3 +188,30 @@ def set_longformer(c: ml_collections.ConfigDict, tokens: int, window: int) -> No
 
 # Architecture variant -> the function that turns the BERT sections into its recipe (after the ablation).
 ARCH_RECIPES = {"bert": _bert, "roberta": _roberta, "deberta_v2": _deberta_v2, "longformer": _longformer}
+
+
+def _modernbert_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
+    """The ModernBERT recipe: MLM only on packed rows, 30% masking, 1,024 tokens then 8,192 (``phase=long``)."""
+    size, phase = variant["size"], variant["phase"]
+    if size not in MODERNBERT_SIZES:
+        raise ValueError(f"config variant size={size!r} with arch=modernbert: expected one of {sorted(MODERNBERT_SIZES)}")
+    if phase not in MODERNBERT_PHASES:
+        raise ValueError(f"config variant phase={phase} with arch=modernbert: expected one of {list(MODERNBERT_PHASES)}")
+    if variant["ablation"] != "none":
+        raise ValueError(f"config variant ablation={variant['ablation']!r}: the ablations are BERT's (arch=bert)")
+    c = get_config("size=base,phase=1")
+    c.variant = variant
+    layers, hidden, heads, glu = MODERNBERT_SIZES[size]
+    # ModernBERT's own choices; the vocabulary stays the tokenizer's (ModernBERT's 50,368 is its BPE's).
+    c.model = model_section("base", architecture="modernbert", num_layers=layers, hidden_size=hidden,
+                            num_heads=heads, intermediate_size=glu, hidden_dropout=0.0, attention_dropout=0.0,
+                            layer_norm_eps=1e-5, max_position_embeddings=8192, vocab_size=c.tokenizer.vocab_size)
+    c.model.dtype = "bfloat16"
+    c.task.nsp_weight = 0.0  # No NSP head.
+    c.data.nsp, c.data.packing = False, True
+    c.data.masked_lm_prob = 0.30
+    c.data.max_seq_length, c.data.max_predictions_per_seq = MODERNBERT_PHASES[phase]
+    if phase == "long":
+        c.train.init_mode = "full"  # Continues phase 1's state, as BERT's phase 2.
+        c.train.num_steps = TOTAL_STEPS
+    return c

@@ -26,6 +26,7 @@ _MODULES = {
     "deberta_v2": "bert_jax.models.deberta",
     "longformer": "bert_jax.models.longformer",
     "roberta": "bert_jax.models.roberta",
+    "modernbert": "bert_jax.models.modernbert",
 }
 
 

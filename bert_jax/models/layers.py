@@ -207,6 +207,21 @@ def rematerialise(layer_cls: type[nn.Module], config: ModelConfig, **kwargs: Any
     if name == "none":
         return layer_cls
     return nn.remat(layer_cls, policy=REMAT_POLICIES[name], **kwargs)
+def gated_feed_forward(config: ModelConfig, x: Array, use_bias: bool = True, dropout_rate: float = 0.0,
+                       deterministic: bool = True) -> Array:
+    """Gated-linear-unit feed-forward (GeGLU with ``hidden_act="gelu"``): ``[B, S, H] -> [B, S, H]``.
+
+    ``wi`` (kernel ``[H, 2, I]``: index 0 the activated input, 1 the gate) gives ``act(x W0) * (x W1)``,
+    then dropout (``dropout_rate``) and ``wo`` (``[I, H]``). ``I`` is ``config.intermediate_size``.
+    Call inside the caller's ``nn.compact`` method: the projections are the caller's parameters.
+    """
+    cfg = config
+    shape = (cfg.hidden_size, 2, cfg.intermediate_size)
+    h = einsum(cfg, shape, "bsh,hgi->bsgi", (EMBED, None, MLP), (None, MLP), "wi", use_bias)(x)
+    h = activation_fn(cfg.hidden_act)(h[..., 0, :]) * h[..., 1, :]
+    h = nn.with_logical_constraint(h, (ACT_BATCH, ACT_LENGTH, ACT_MLP))
+    h = nn.Dropout(dropout_rate)(h, deterministic=deterministic or dropout_rate == 0.0)
+    return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "wo", use_bias=use_bias)(h)
 
 
 @functools.cache
