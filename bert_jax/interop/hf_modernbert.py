@@ -20,7 +20,7 @@ from typing import Any
 
 from bert_jax.config import ModelConfig
 from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear
+from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
 from bert_jax.models import modernbert
 
 # Decoder keys tied to another tensor: alias -> the key that carries the value.
@@ -62,7 +62,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
     """
     h, n, d, v, i_size = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size, cfg.intermediate_size
     emb = ("bert", "embeddings")
-    table = [Entry("model.embeddings.tok_embeddings.weight", emb + ("word_embeddings",), (v, h), (v, h), False),
+    table = [vocab_rows("model.embeddings.tok_embeddings.weight", emb + ("word_embeddings",), cfg, h),
              *_norm("model.embeddings.norm", emb + ("norm",), h, cfg.norm_bias)]
     for i in range(cfg.num_layers):
         hf, ours = f"model.layers.{i}", ("bert", "encoder", f"layer_{i}")
@@ -79,7 +79,7 @@ def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -
         table += _linear("head.dense", path + (dense,), (h,), (h,), cfg.classifier_bias)
         table += _norm("head.norm", path + ("layer_norm",), h, cfg.norm_bias)
     if cfg.decoder_bias:
-        table.append(Entry("decoder.bias", ("mlm_head", "output_bias"), (v,), (v,), False))
+        table.append(vocab_rows("decoder.bias", ("mlm_head", "output_bias"), cfg))
     if classifier_outputs is not None:
         table += linear("classifier", ("classifier",), (h,), (classifier_outputs,))
     return table

@@ -65,7 +65,7 @@ class Embeddings(nn.Module):
     def setup(self):
         cfg = self.config
         self.word_embeddings = self.param(
-            "word_embeddings", layers.normal_init(cfg, (VOCAB, EMBED)), (cfg.vocab_size, cfg.hidden_size),
+            "word_embeddings", layers.vocab_table_init(cfg, (VOCAB, EMBED)), (cfg.padded_vocab_size, cfg.hidden_size),
             cfg.parameter_dtype)
         self.norm = LayerNorm(cfg, use_bias=cfg.norm_bias)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
@@ -233,9 +233,10 @@ class MLMHead(nn.Module):
         x = LayerNorm(cfg, use_bias=cfg.norm_bias, name="layer_norm")(layers.activation_fn(cfg.classifier_act)(x))
         logits = attend(x)
         if cfg.decoder_bias:
-            bias = self.param("output_bias", layers.zeros_init((VOCAB,)), (cfg.vocab_size,), cfg.parameter_dtype)
+            bias = self.param("output_bias", layers.zeros_init((VOCAB,)), (cfg.padded_vocab_size,), cfg.parameter_dtype)
             logits = logits + bias.astype(cfg.compute_dtype)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
+        logits = layers.mask_padded_vocab(logits.astype(jnp.float32), cfg)
+        return nn.with_logical_constraint(logits, (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
 
 
 ARCHITECTURE = Architecture(
