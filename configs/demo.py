@@ -5,6 +5,9 @@ builder (a user's full dump goes through the same code), trains a WordPiece voca
 MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
+    python -m launch.pretrain --config=configs/demo.py:objective=rtd --workdir=workdirs/demo-rtd
+
+Variants (``configs/pretrain.py``): ``objective=mlm|rtd`` and, with rtd, ``sharing=ees|gdes|none``.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import ml_collections
 
 from configs import pretrain
+from configs.common import parse_variant
 from data_pipelines.sources import demo_dump_path
 
 DATA_DIR = "data/demo"  # Where the built corpus and its vocabulary go (relative to the working directory).
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg
-    c = pretrain.get_config("size=tiny,phase=1")
+    variant = parse_variant(arg, {"objective": "mlm", "sharing": "ees"})
+    c = pretrain.get_config(f"size=tiny,phase=1,objective={variant['objective']},sharing={variant['sharing']}")
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
     c.model.max_position_embeddings = 128  # The demo never goes past 128 tokens.
     c.tokenizer.vocab_file = f"{DATA_DIR}/vocab/vocab.txt"

@@ -14,6 +14,12 @@ Variants after the colon, comma-separated ``key=value``:
 * ``ablation``: none | roberta (no NSP, packed whole sentences) | wwm (whole-word masking) |
   lamb (LAMB instead of AdamW, the large-batch recipe) | mask20 (masking rate 0.20) | static
   (static masks, dupe factor 10). ``configs/sweeps/ablations.py`` runs them side by side.
+* ``objective``: mlm (BERT's MLM [+ NSP]) | rtd (replaced-token detection, ``task.name='rtd'``: a
+  half-depth generator trained with MLM, a discriminator trained to spot its replacements with weight
+  ``task.rtd_weight=50``; packed rows, no NSP; ``bert_jax/tasks/replaced_token_detection.py``).
+* ``sharing`` (with objective=rtd): ees (ELECTRA's embedding sharing) | gdes (DeBERTa-v3's
+  gradient-disentangled sharing; the v3 recipe with ``--config.model.architecture=deberta`` where that
+  architecture is registered) | none.
 
 The data section points at the full English Wikipedia in TFDS plus a local book corpus; see
 ``docs/data.md`` for preparing them. The tokenizer is BERT's uncased ``vocab.txt``.
@@ -31,12 +37,21 @@ from data_pipelines.loader import default_data_config
 TOTAL_STEPS = 1_000_000  # The paper's 1M steps (~40 epochs over 3.3B words at batch 256 x 512).
 PHASE1_FRACTION = 0.9  # Share of the steps at sequence length 128.
 ABLATIONS = ("none", "roberta", "wwm", "lamb", "mask20", "static")
+OBJECTIVES = ("mlm", "rtd")
+SHARINGS = ("ees", "gdes", "none")
+RTD_WEIGHT = 50.0  # ELECTRA's lambda, the discriminator loss weight (Clark et al., 2020).
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none"})
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "objective": "mlm",
+                                  "sharing": "ees"})
     size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
+    objective, sharing = variant["objective"], variant["sharing"]
+    if objective not in OBJECTIVES:
+        raise ValueError(f"config variant objective={objective!r}: expected one of {OBJECTIVES}")
+    if sharing not in SHARINGS:
+        raise ValueError(f"config variant sharing={sharing!r}: expected one of {SHARINGS}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
@@ -79,4 +94,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.masked_lm_prob = 0.20
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
+    if objective == "rtd":
+        c.task = ml_collections.ConfigDict({
+            "name": "rtd",
+            "nsp_weight": 0.0,  # No next-sentence head.
+            "rtd_weight": RTD_WEIGHT,  # lambda: loss = generator MLM + rtd_weight x discriminator RTD.
+            "embedding_sharing": sharing,  # ees | gdes (DeBERTa-v3) | none.
+            "generator_layers": 0,  # 0: half the discriminator's layers (DeBERTa-v3's generator).
+            "generator_hidden_size": 0,  # 0: the discriminator's width (needed to share embeddings).
+        })
+        c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True  # ELECTRA: packed, no NSP.
     return c
