@@ -24,8 +24,8 @@ from data_pipelines import vocab_training
 from tests.helpers import MASK, _small, random_pretraining_batch, tiny_overrides
 
 V, P = 300, 5
-CFG = ModelConfig.from_size("tiny", vocab_size=V, max_position_embeddings=64, hidden_dropout=0.0,
-                            attention_dropout=0.0)
+CFG = ModelConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                  max_position_embeddings=64, hidden_dropout=0.0, attention_dropout=0.0)
 WORD_EMBEDDINGS = ("embeddings", "word_embeddings")
 
 
@@ -48,7 +48,13 @@ def tasks():
 
 @pytest.fixture(scope="module")
 def params(tasks):
-    return {sharing: _perturbed(unbox(task.init_params(jax.random.PRNGKey(0)))) for sharing, task in tasks.items()}
+    """One perturbed initialisation in each sharing's stored layout (one init, so one compile)."""
+    ees = _perturbed(unbox(tasks["ees"].init_params(jax.random.PRNGKey(0))))
+    table = ees["bert"]["embeddings"]["word_embeddings"]
+    delta = {"embeddings": {"word_embeddings": 0.05 * jax.random.normal(jax.random.PRNGKey(9), table.shape)}}
+    generator = {**ees["generator"], "bert": {**ees["generator"]["bert"], "embeddings": {
+        **ees["generator"]["bert"]["embeddings"], "word_embeddings": table + 0.01}}}
+    return {"ees": ees, "gdes": {**ees, "bert_delta": delta}, "none": {**ees, "generator": generator}}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -62,8 +68,11 @@ def test_the_stored_tree_keeps_the_shared_table_once(tasks, params):
     assert "word_embeddings" not in ees["generator"]["bert"]["embeddings"]
     assert "word_embeddings" in none["generator"]["bert"]["embeddings"]
     assert gdes["bert_delta"]["embeddings"]["word_embeddings"].shape == (V, CFG.hidden_size)
-    fresh = unbox(tasks["gdes"].init_params(jax.random.PRNGKey(0)))
-    assert not np.any(fresh["bert_delta"]["embeddings"]["word_embeddings"])  # E_delta starts at zero
+    for sharing in ("gdes", "none"):  # the fixture's trees have the layout each task initialises
+        shapes = jax.eval_shape(tasks[sharing].init_params, jax.random.PRNGKey(0))
+        assert jax.tree.structure(unbox(shapes)) == jax.tree.structure(params[sharing]), sharing
+    delta = unbox(tasks["gdes"].init_params(jax.random.PRNGKey(0)))["bert_delta"]
+    assert not np.any(delta["embeddings"]["word_embeddings"])  # E_delta starts at zero
     assert tasks["ees"].generator_config.num_layers == CFG.num_layers // 2  # DeBERTa-v3: half the depth
     assert set(tasks["ees"].head_names) == {"discriminator_predictions", "generator"}
 
@@ -97,8 +106,8 @@ def test_replacements_only_at_masked_positions_with_correct_labels():
 def test_the_loss_is_generator_mlm_plus_lambda_times_the_discriminator_loss(tasks, params):
     batch, key = _batch(1), jax.random.PRNGKey(5)
     task = tasks["ees"]
-    loss, sums = task.loss_and_metrics(params["ees"], batch, key, deterministic=False)
-    outputs = task.apply(params["ees"], batch, key, deterministic=False)
+    loss, sums = jax.jit(lambda p: task.loss_and_metrics(p, batch, key, deterministic=False))(params["ees"])
+    outputs = jax.jit(lambda p: task.apply(p, batch, key, deterministic=False))(params["ees"])
     logits, labels = np.asarray(outputs["rtd_logits"], np.float64), np.asarray(outputs["is_replaced"])
     real = np.asarray(batch["input_mask"]) > 0
     bce = np.logaddexp(0, logits) - labels * logits  # -log sigmoid for 1, -log(1 - sigmoid) for 0
@@ -107,10 +116,11 @@ def test_the_loss_is_generator_mlm_plus_lambda_times_the_discriminator_loss(task
     mlm = float(sums["mlm_loss_sum"] / sums["mlm_weight"])
     np.testing.assert_allclose(float(loss), mlm + 50.0 * bce[real].mean(), rtol=1e-5)
     light = get_task("rtd", CFG, max_predictions=P, rtd_weight=1.0)
-    np.testing.assert_allclose(float(light.loss_and_metrics(params["ees"], batch, key, False)[0]),
-                               mlm + bce[real].mean(), rtol=1e-5)
+    light_loss = jax.jit(lambda p: light.loss_and_metrics(p, batch, key, False)[0])(params["ees"])
+    np.testing.assert_allclose(float(light_loss), mlm + bce[real].mean(), rtol=1e-5)
     # Evaluation samples with a fixed key: repeatable.
-    first, again = (task.loss_and_metrics(params["ees"], batch, None, True)[1] for _ in range(2))
+    evaluate = jax.jit(lambda p: task.loss_and_metrics(p, batch, None, True)[1])
+    first, again = evaluate(params["ees"]), evaluate(params["ees"])
     assert float(first["replaced_count"]) == float(again["replaced_count"]) > 0
 
 
@@ -122,7 +132,7 @@ def _grads(task, params, part):
         sums = task.metric_sums(task.apply(p, batch, key, deterministic=False), batch)
         return safe_divide(sums[f"{part}_loss_sum"], sums["mlm_weight" if part == "mlm" else "rtd_tokens"])
 
-    return jax.grad(loss)(params)
+    return jax.jit(jax.grad(loss))(params)
 
 
 def _norm(tree):
@@ -159,17 +169,23 @@ def test_auc_sums_match_sklearn_with_ties_and_padding():
     ({"embedding_sharing": "tied"}, r"task.embedding_sharing='tied'"),
     ({"nsp_weight": 1.0}, r"task.nsp_weight=1.0: task.name='rtd' has no NSP head"),
     ({"rtd_weight": 0.0}, r"task.rtd_weight=0.0 must be > 0"),
-    ({"generator_hidden_size": 64}, r"task.generator_hidden_size=64 differs from model.hidden_size=128"),
+    ({"generator_hidden_size": 16}, r"task.generator_hidden_size=16 differs from model.hidden_size=32"),
 ])
 def test_bad_task_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         get_task("rtd", CFG, max_predictions=P, **kwargs)
-    narrow = get_task("rtd", CFG, max_predictions=P, embedding_sharing="none", generator_hidden_size=64)
-    assert (narrow.generator_config.hidden_size, narrow.generator_config.num_heads) == (64, 1)
+    narrow = get_task("rtd", CFG, max_predictions=P, embedding_sharing="none", generator_hidden_size=16)
+    assert (narrow.generator_config.hidden_size, narrow.generator_config.num_heads) == (16, 1)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Hugging Face ELECTRA, both ways
+
+
+def _discriminator_logits(task, params, batch):
+    """Our discriminator's logits on ``batch["input_ids"]`` as given (float32 ``[B, S]``)."""
+    return jax.jit(lambda p: task.model.apply({"params": task.module_params(p)}, batch,
+                                              method="discriminator_logits"))(params)
 
 
 def _torch_logits(model, batch):
@@ -182,7 +198,7 @@ def _torch_logits(model, batch):
 
 def test_discriminator_exports_to_electra_for_pretraining(tasks, params, tmp_path):
     task, batch = tasks["gdes"], _batch(3, seq_len=24)
-    ours = task.model.apply({"params": task.module_params(params["gdes"])}, batch, method="discriminator_logits")
+    ours = _discriminator_logits(task, params["gdes"], batch)
     export.export_hf(task.discriminator_params(params["gdes"]), CFG, tmp_path, conversion=hf_electra.CONVERSION,
                      architecture="ElectraForPreTraining")
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["ElectraForPreTraining"]
@@ -194,7 +210,8 @@ def test_discriminator_exports_to_electra_for_pretraining(tasks, params, tmp_pat
 def test_generator_exports_to_electra_for_masked_lm(tasks, params, tmp_path):
     task, batch = tasks["ees"], _batch(4, seq_len=24)
     generator = task.generator_params(params["ees"])
-    ours = rtd.Generator(task.generator_config).apply({"params": generator}, batch, method="all_position_logits")
+    ours = jax.jit(lambda g: rtd.Generator(task.generator_config).apply(
+        {"params": g}, batch, method="all_position_logits"))(generator)
     export.export_hf(generator, task.generator_config, tmp_path, conversion=hf_electra.CONVERSION,
                      architecture="ElectraForMaskedLM")
     theirs = _torch_logits(transformers.ElectraForMaskedLM.from_pretrained(tmp_path).eval(), batch)
@@ -202,9 +219,9 @@ def test_generator_exports_to_electra_for_masked_lm(tasks, params, tmp_path):
     np.testing.assert_allclose(np.asarray(ours)[real], theirs[real], atol=1e-5)
 
 
-def test_electra_for_pretraining_imports_as_a_bert_discriminator(tasks, tmp_path):
-    hf_cfg = transformers.ElectraConfig(vocab_size=V, embedding_size=128, hidden_size=128, num_hidden_layers=2,
-                                        num_attention_heads=2, intermediate_size=512, max_position_embeddings=64)
+def test_electra_for_pretraining_imports_as_a_bert_discriminator(tasks, params, tmp_path):
+    hf_cfg = transformers.ElectraConfig(vocab_size=V, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     torch.manual_seed(0)
     model = transformers.ElectraForPreTraining(hf_cfg).eval()
     with torch.no_grad():
@@ -213,12 +230,9 @@ def test_electra_for_pretraining_imports_as_a_bert_discriminator(tasks, tmp_path
     model.save_pretrained(tmp_path)
     cfg, imported, report = hf_files.load_hf_checkpoint(tmp_path)
     assert cfg.architecture == "bert" and "bert/pooler" in report.missing_heads and not report.unused
-    task = tasks["ees"]
-    batch = _batch(5, seq_len=24)
-    ours = task.model.apply({"params": {**task.module_params(unbox(task.init_params(jax.random.PRNGKey(0)))),
-                                        "bert": imported["bert"],
-                                        "discriminator_predictions": imported["discriminator_predictions"]}},
-                            batch, method="discriminator_logits")
+    task, batch = tasks["none"], _batch(5, seq_len=24)
+    ours = _discriminator_logits(task, {**params["none"], "bert": imported["bert"],
+                                        "discriminator_predictions": imported["discriminator_predictions"]}, batch)
     real = np.asarray(batch["input_mask"]) > 0
     np.testing.assert_allclose(np.asarray(ours)[real], _torch_logits(model, batch)[real], atol=1e-5)
 
@@ -282,7 +296,7 @@ def test_export_run_writes_the_discriminator_and_generator(rtd_run, tmp_path):
     task = get_task("rtd", run.model_config, max_predictions=5, embedding_sharing="gdes")
     batch = _batch(6, seq_len=24)
     batch["input_ids"] = jnp.minimum(batch["input_ids"], run.model_config.vocab_size - 1)
-    ours = task.model.apply({"params": task.module_params(run.params)}, batch, method="discriminator_logits")
+    ours = _discriminator_logits(task, run.params, batch)
     real = np.asarray(batch["input_mask"]) > 0
     np.testing.assert_allclose(np.asarray(ours)[real], _torch_logits(disc, batch)[real], atol=1e-5)
     # an exported discriminator is also a valid init_from (a BERT encoder, pooler fresh)
