@@ -304,3 +304,19 @@ def test_export_run_writes_the_discriminator_and_generator(rtd_run, tmp_path):
     assert cfg.architecture == "bert"
     np.testing.assert_allclose(imported["bert"]["embeddings"]["word_embeddings"],
                                models.fold_encoder_delta(run.params)["bert"]["embeddings"]["word_embeddings"])
+
+
+@pytest.mark.parametrize("arg", ["size=base,objective=rtd", "size=large,phase=2,objective=rtd,sharing=gdes",
+                                 "size=small,objective=rtd,sharing=none"])
+def test_rtd_config_variants_validate_and_build_their_task(arg):
+    from bert_jax import run_config, step_builder  # pylint: disable=import-outside-toplevel
+    from configs import pretrain  # pylint: disable=import-outside-toplevel
+
+    config = pretrain.get_config(arg)
+    run_config.validate(config, num_devices=8)
+    assert config.task.name == "rtd" and not config.data.nsp and config.task.nsp_weight == 0
+    task = step_builder.task_from_config(config)
+    assert task.embedding_sharing == config.variant.sharing and task.rtd_weight == 50.0
+    assert task.generator_config.num_layers == config.model.num_layers // 2
+    with pytest.raises(ValueError, match="objective='electra'"):
+        pretrain.get_config("objective=electra")
