@@ -58,6 +58,13 @@ class ModelConfig:
         or ``"fused"`` (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, or
         ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
         runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
+      position_buckets: DeBERTa: log-bucketed relative positions, buckets each side (<= 0: exact offsets).
+      max_relative_positions: DeBERTa: the longest relative offset told apart (< 1: max_position_embeddings).
+      pos_att_type: DeBERTa: the position terms of the disentangled attention, ``"c2p|p2c"`` or one of them.
+      share_att_key: DeBERTa: relative positions project through the content query/key kernels (v2/v3).
+      norm_rel_ebd: DeBERTa: ``"layer_norm"`` (a LayerNorm on the relative embeddings, v2/v3) or ``"none"``.
+      position_biased_input: DeBERTa: add absolute position embeddings to the input (False in v2/v3).
+      enhanced_mask_decoder: DeBERTa: the MLM head reads the Enhanced Mask Decoder (absolute positions).
     """
 
     architecture: str = "bert"
@@ -78,6 +85,13 @@ class ModelConfig:
     scan_layers: bool = False
     remat: bool = False
     attention_impl: str | None = None
+    position_buckets: int = 256
+    max_relative_positions: int = -1
+    pos_att_type: str = "c2p|p2c"
+    share_att_key: bool = True
+    norm_rel_ebd: str = "layer_norm"
+    position_biased_input: bool = False
+    enhanced_mask_decoder: bool = False
 
     def __post_init__(self):
         from bert_jax import models  # the registry imports this module
@@ -95,6 +109,14 @@ class ModelConfig:
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; expected one of {sorted(_DTYPES)}")
+        attention_types = [t.strip() for t in self.pos_att_type.lower().split("|") if t.strip()]
+        if not set(attention_types) <= {"c2p", "p2c"}:
+            raise ValueError(f"model.pos_att_type={self.pos_att_type!r}; expected 'c2p|p2c', 'c2p' or 'p2c'")
+        if self.norm_rel_ebd not in ("layer_norm", "none"):
+            raise ValueError(f"model.norm_rel_ebd={self.norm_rel_ebd!r}; expected 'layer_norm' or 'none'")
+        if self.enhanced_mask_decoder and self.position_biased_input:
+            raise ValueError("model.enhanced_mask_decoder=True adds absolute positions in the MLM decoder only; "
+                             "it needs model.position_biased_input=False")
 
     @property
     def head_dim(self) -> int:

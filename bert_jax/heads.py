@@ -78,8 +78,7 @@ class PreTrainingModel(nn.Module):
           ``{"mlm_logits": float32 [B, P, V], "nsp_logits": float32 [B, 2]}`` (no ``nsp_logits`` for
           an architecture without NSP).
         """
-        sequence, pooled = encode_batch(self.bert, batch, deterministic)
-        masked = gather_positions(sequence, batch["masked_lm_positions"])
+        masked, _, pooled = self._masked_states(batch, batch["masked_lm_positions"], deterministic)
         outputs = {"mlm_logits": self.mlm_head(masked, self.bert.attend)}
         if models.get(self.config.architecture).nsp:
             outputs["nsp_logits"] = self.nsp_head(pooled).astype(jnp.float32)
@@ -87,8 +86,18 @@ class PreTrainingModel(nn.Module):
 
     def all_position_logits(self, batch: dict[str, Array]) -> Array:
         """MLM logits ``[B, S, V]`` at every position (fill-mask and the HF parity tests)."""
-        sequence, _ = encode_batch(self.bert, batch, deterministic=True)
-        return self.mlm_head(sequence, self.bert.attend)
+        b, s = batch["input_ids"].shape
+        positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+        return self.mlm_head(self._masked_states(batch, positions, True)[0], self.bert.attend)
+
+    def _masked_states(self, batch, positions: Array, deterministic: bool) -> tuple[Array, Array, Array]:
+        """``(hidden states the MLM head reads at positions [B, P] -> [B, P, H], sequence, pooled)``."""
+        method = models.get(self.config.architecture).masked_states
+        if method is not None:  # e.g. DeBERTa's Enhanced Mask Decoder
+            return getattr(self.bert, method)(batch["input_ids"], batch["segment_ids"], batch["sequence_ids"],
+                                              batch["position_ids"], positions, deterministic=deterministic)
+        sequence, pooled = encode_batch(self.bert, batch, deterministic)
+        return gather_positions(sequence, positions), sequence, pooled
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from bert_jax import fileio
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
 
 
 def _scalar(value: Any) -> float:
@@ -241,3 +242,39 @@ def plot_curves(workdir: str, out_name: str = CURVES_FILE) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png.getvalue())
     return str(path)
+
+
+def plot_confusion_matrix(matrix, class_names, path: str, title: str = "") -> str:
+    """Draws a confusion matrix (int ``[C, C]``, row = true class, column = predicted) as a PNG at ``path``.
+
+    Each cell shows its count; the colour is the share of its row (the true class's recall), so classes
+    of different sizes read alike. Returns ``path``.
+    """
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    matrix = np.asarray(matrix)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.9 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (row, column), count in np.ndenumerate(matrix):
+        ax.text(column, row, str(int(count)), ha="center", va="center",
+                color="white" if shares[row, column] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"{int(np.trace(matrix))} of {int(matrix.sum())} correct")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    out = epath.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png.getvalue())
+    return str(out)

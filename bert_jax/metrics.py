@@ -69,6 +69,23 @@ def binary_f1(predictions, labels, positive: int = 1) -> float:
     return float(2 * true_positives / (predicted + actual)) if true_positives else 0.0
 
 
+def confusion_matrix(predictions, labels, num_classes: int) -> np.ndarray:
+    """int64 ``[C, C]`` counts: row = true class, column = predicted class (scikit-learn's layout)."""
+    predictions, labels = _pair(predictions, labels)
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+def macro_f1(predictions, labels, num_classes: int) -> float:
+    """The unweighted mean over ``num_classes`` classes of each class's F1 (a class with no true
+    positives scores 0, as scikit-learn's ``f1_score(average='macro', zero_division=0)`` does)."""
+    matrix = confusion_matrix(predictions, labels, num_classes).astype(np.float64)
+    true_positives, predicted, actual = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    f1 = np.divide(2 * true_positives, predicted + actual, out=np.zeros(num_classes), where=true_positives > 0)
+    return float(np.mean(f1))
+
+
 def matthews_corr(predictions, labels) -> float:
     """Matthews correlation coefficient (multi-class form, Gorodkin 2004); 0.0 when undefined."""
     predictions, labels = _pair(predictions, labels)

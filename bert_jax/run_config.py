@@ -73,8 +73,9 @@ def range_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems: list[str] = []
     model, train, optimizer = config.get("model"), config.train, config.get("optimizer")
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size"):
+                 "max_position_embeddings"):
         _check_range(problems, model, "model", name, 1, integer=True)
+    _check_range(problems, model, "model", "type_vocab_size", 0, integer=True)  # 0: none (DeBERTa-v3)
     for name in ("hidden_dropout", "attention_dropout"):
         _check_range(problems, model, "model", name, 0.0, 1.0, high_open=True)
     for name in ("layer_norm_eps", "initializer_range"):

@@ -29,7 +29,7 @@ BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
 
 Rules = tuple[tuple[str, Any], ...]
 
-# Logical axis name -> mesh axis (or axes, or None = replicated). Names from bert_jax/model.py.
+# Logical axis name -> mesh axis (or axes, or None = replicated). Names from bert_jax/models/layers.py.
 DEFAULT_RULES: Rules = (
     # Parameters.
     ("vocab", "tensor"),

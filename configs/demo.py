@@ -5,6 +5,7 @@ builder (a user's full dump goes through the same code), trains a WordPiece voca
 MLM + NSP, evaluates on the held-out articles and plots the curves.
 
     python -m launch.pretrain --config=configs/demo.py --workdir=workdirs/demo
+    python -m launch.pretrain --config=configs/demo.py:arch=deberta_v2 --workdir=workdirs/demo-deberta
     python -m launch.pretrain --config=configs/demo.py:objective=rtd --workdir=workdirs/demo-rtd
 
 Variants (``configs/pretrain.py``): ``objective=mlm|rtd`` and, with rtd, ``sharing=ees|gdes|none``.
@@ -22,8 +23,14 @@ DATA_DIR = "data/demo"  # Where the built corpus and its vocabulary go (relative
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = parse_variant(arg, {"objective": "mlm", "sharing": "ees"})
-    c = pretrain.get_config(f"size=tiny,phase=1,objective={variant['objective']},sharing={variant['sharing']}")
+    """The demo; ``arg`` ``"arch=deberta_v2"`` trains the DeBERTa-v3 encoder instead (same data, WordPiece);
+    ``objective=rtd`` (with ``sharing=ees|gdes|none``) trains it by replaced-token detection."""
+    variant = parse_variant(arg, {"arch": "bert", "objective": "mlm", "sharing": "ees"})
+    arch = variant["arch"]
+    c = pretrain.get_config(f"size=tiny,phase=1,arch={arch},objective={variant['objective']},"
+                            f"sharing={variant['sharing']}")
+    if arch != "bert":  # the demo's own WordPiece vocabulary, whatever the architecture
+        c.tokenizer = pretrain.tokenizer_section()
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
     c.model.max_position_embeddings = 128  # The demo never goes past 128 tokens.
     c.tokenizer.vocab_file = f"{DATA_DIR}/vocab/vocab.txt"

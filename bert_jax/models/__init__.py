@@ -28,6 +28,7 @@ ENCODER_DELTA = "bert_delta"
 # Architecture name -> the module of this package that declares it (``ARCHITECTURE``).
 _MODULES = {
     "bert": "bert_jax.models.bert",
+    "deberta_v2": "bert_jax.models.deberta",
 }
 
 
@@ -43,6 +44,9 @@ class Architecture:
       nsp: whether pretraining carries a next-sentence-prediction head (``nsp_head``) on ``pooled``.
       hf_conversion: the module with the Hugging Face conversion (``bert_jax.interop.hf_<name>``).
       summary: one line for ``docs/models.md`` and ``bert-jax config``: what the architecture changes.
+      masked_states: None, or the name of an encoder method that pretraining calls instead of the encoder
+        plus a gather, as ``method(input_ids, segment_ids, sequence_ids, position_ids, masked_positions [B, P],
+        deterministic=) -> (masked [B, P, H], sequence [B, S, H], pooled [B, H])`` (DeBERTa's EMD).
       word_embeddings: the path of the token-embedding table ``[V, H]`` inside the encoder's parameters
         (what replaced-token detection shares between its generator and discriminator).
     """
@@ -53,6 +57,7 @@ class Architecture:
     nsp: bool
     hf_conversion: str
     summary: str
+    masked_states: str | None = None
     word_embeddings: tuple[str, ...] = ("embeddings", "word_embeddings")
 
 

@@ -80,19 +80,17 @@ class LayerNorm(nn.Module):
         )(x)
 
 
+def _projection_fields(config: ModelConfig, kernel_axes, bias_axes, use_bias: bool) -> dict[str, Any]:
+    """The dtype, initialiser and bias fields every projection module shares."""
+    return dict(use_bias=use_bias, dtype=config.compute_dtype, param_dtype=config.parameter_dtype,
+                kernel_init=normal_init(config, kernel_axes), bias_init=zeros_init(bias_axes))
+
+
 def dense(config: ModelConfig, features, kernel_axes, bias_axes, name, axis=-1, use_bias: bool = True,
           ) -> nn.DenseGeneral:
     """A projection ``[..., in] -> [..., features]`` with logically named kernel and bias."""
-    return nn.DenseGeneral(
-        features=features,
-        axis=axis,
-        use_bias=use_bias,
-        dtype=config.compute_dtype,
-        param_dtype=config.parameter_dtype,
-        kernel_init=normal_init(config, kernel_axes),
-        bias_init=zeros_init(bias_axes),
-        name=name,
-    )
+    return nn.DenseGeneral(features=features, axis=axis, name=name,
+                           **_projection_fields(config, kernel_axes, bias_axes, use_bias))
 
 
 def einsum(config: ModelConfig, shape, equation, kernel_axes, bias_axes, name, use_bias: bool = True,
@@ -103,16 +101,8 @@ def einsum(config: ModelConfig, shape, equation, kernel_axes, bias_axes, name, u
     logical constraint of the full shape to the flat array and fails under a mesh; ``nn.Einsum``
     initialises ``kernel`` (``shape``) and ``bias`` at their real shapes (same names and shapes).
     """
-    return nn.Einsum(
-        shape=shape,
-        einsum_str=equation,
-        use_bias=use_bias,
-        dtype=config.compute_dtype,
-        param_dtype=config.parameter_dtype,
-        kernel_init=normal_init(config, kernel_axes),
-        bias_init=zeros_init(bias_axes),
-        name=name,
-    )
+    return nn.Einsum(shape=shape, einsum_str=equation, name=name,
+                     **_projection_fields(config, kernel_axes, bias_axes, use_bias))
 
 
 def qkv_projections(config: ModelConfig, x: Array, use_bias: bool = True,

@@ -1,8 +1,9 @@
 """Sentence (pair) classification and regression on the pooled ``[CLS]`` output (GLUE, local text).
 
 The model is :class:`bert_jax.heads.PooledClassifier`; on the host, predictions become class names
-(or scores), ``predictions.tsv``, GLUE submission files for test splits, and the GLUE metrics (accuracy
-for other benchmarks). :func:`score_predicted` is shared with multiple choice.
+(or scores), ``predictions.tsv``, GLUE submission files for test splits, and the GLUE metrics (for other
+benchmarks accuracy, macro-F1 and the confusion matrix, ``confusion_matrix.tsv`` / ``.png``).
+:func:`score_predicted` is shared with multiple choice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import metrics
+from bert_jax import logs, metrics
 from bert_jax.config import ModelConfig
 from bert_jax.heads import PooledClassifier
 from bert_jax.tasks.base import Metrics, classification_sums, real_examples, safe_divide
@@ -57,7 +58,7 @@ def class_names(benchmark: Benchmark, num_classes: int) -> tuple[str, ...]:
 
 
 def score_predicted(split: SplitData, predicted: np.ndarray, names: Sequence[str] | None, ids: Sequence[Any],
-                    benchmark: Benchmark, out_dir: str) -> Scores:
+                    benchmark: Benchmark, out_dir: str, *, confusion: bool = False) -> Scores:
     """``predictions.tsv`` (index, prediction, label), GLUE submissions of test splits, and the metrics.
 
     Args:
@@ -67,6 +68,8 @@ def score_predicted(split: SplitData, predicted: np.ndarray, names: Sequence[str
       ids: the index column, one per example.
       benchmark: ``glue/*`` tasks get the GLUE metrics and submission files; others accuracy.
       out_dir: where the files go.
+      confusion: for classes of a benchmark other than GLUE, also ``macro_f1`` and the confusion matrix
+        (``confusion_matrix.tsv`` and ``confusion_matrix.png``, :func:`write_confusion`).
     """
     files = {"predictions": write_tsv(
         os.path.join(out_dir, "predictions.tsv"), ("index", "prediction", "label"),
@@ -79,7 +82,21 @@ def score_predicted(split: SplitData, predicted: np.ndarray, names: Sequence[str
     labels = np.asarray([e.label for e in split.examples])
     if is_glue:
         return metrics.glue_metrics(benchmark.task_name, predicted, labels), files
-    return {"accuracy": metrics.accuracy(predicted, labels)}, files
+    scores = {"accuracy": metrics.accuracy(predicted, labels)}
+    if names is not None and confusion:
+        scores["macro_f1"] = metrics.macro_f1(predicted, labels, len(names))
+        files.update(write_confusion(metrics.confusion_matrix(predicted, labels, len(names)), names, split.name,
+                                     out_dir))
+    return scores, files
+
+
+def write_confusion(matrix: np.ndarray, names: Sequence[str], split_name: str, out_dir: str) -> dict[str, str]:
+    """``confusion_matrix.tsv`` (true class per row, predicted per column, counts) and its PNG, in ``out_dir``."""
+    table = write_tsv(os.path.join(out_dir, "confusion_matrix.tsv"), ("true \\ predicted", *names),
+                      [(name, *map(int, row)) for name, row in zip(names, matrix)])
+    png = logs.plot_confusion_matrix(matrix, names, os.path.join(out_dir, logs.CONFUSION_FILE),
+                                     title=f"{split_name}: {int(np.trace(matrix))} of {int(matrix.sum())} correct")
+    return {"confusion_matrix": table, "confusion_matrix_png": png}
 
 
 class ClassificationTask(_TextPairInput, FinetuneTask):
@@ -146,7 +163,7 @@ class ClassificationTask(_TextPairInput, FinetuneTask):
     def score(self, split: SplitData, outputs, benchmark: Benchmark, out_dir: str) -> Scores:
         names = class_names(benchmark, outputs["logits"].shape[-1])
         return score_predicted(split, np.argmax(outputs["logits"], axis=-1), names,
-                               [e.index for e in split.examples], benchmark, out_dir)
+                               [e.index for e in split.examples], benchmark, out_dir, confusion=True)
 
 
 class RegressionTask(_TextPairInput, FinetuneTask):

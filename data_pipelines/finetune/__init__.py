@@ -13,6 +13,7 @@ task name                   kind                   batch spec
 ``conll2003``               ``tagging``            ``TAGGING_FIELDS``
 ``swag``                    ``multiple_choice``    ``MULTIPLE_CHOICE_FIELDS``
 ``local_text``              ``classification``     ``CLASSIFICATION_FIELDS``
+``bbc_news``                ``classification``     ``CLASSIFICATION_FIELDS``
 ==========================  =====================  ==========================================
 
 Example::
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from data_pipelines import batch as batch_lib
-from data_pipelines.finetune import conll, features, glue, local_text, multiple_choice, squad
+from data_pipelines.finetune import bbc_news, conll, features, glue, local_text, multiple_choice, squad
 
 KINDS = ("classification", "regression", "span", "tagging", "multiple_choice")
 SOURCES = ("files", "tfds")
@@ -189,6 +190,23 @@ def _local_text_reader(
     )
 
 
+def _bbc_news_reader(split_seed: int = 0, validation_fraction: float = 0.1, test_fraction: float = 0.1,
+                     train_per_class: int = 0, on_malformed: str = "skip", dedupe: bool = True) -> FinetuneReader:
+    options = dict(split_seed=int(split_seed), validation_fraction=float(validation_fraction),
+                   test_fraction=float(test_fraction), train_per_class=int(train_per_class),
+                   on_malformed=on_malformed, dedupe=bool(dedupe))
+    return FinetuneReader(
+        task_name="bbc_news",
+        kind="classification",
+        fields=batch_lib.CLASSIFICATION_FIELDS,
+        splits=bbc_news.SPLITS,
+        read_files=lambda data_dir, split: bbc_news.read_split(data_dir, split, **options),
+        read_tfds=None,
+        featurize_fn=features.featurize_text_pairs,
+        infer_label_names=bbc_news.class_names,
+    )
+
+
 def task_names() -> list[str]:
     """Every name :func:`get_finetune_reader` accepts (GLUE display names are accepted too)."""
     return [
@@ -197,6 +215,7 @@ def task_names() -> list[str]:
         "conll2003",
         "swag",
         "local_text",
+        "bbc_news",
     ]
 
 
@@ -205,9 +224,10 @@ def get_finetune_reader(task_name: str, **options: Any) -> FinetuneReader:
 
     Args:
       task_name: ``glue/<task>`` (or a GLUE name such as ``MNLI-m``), ``squad/v1.1``,
-        ``squad/v2.0``, ``conll2003``, ``swag`` or ``local_text``.
+        ``squad/v2.0``, ``conll2003``, ``swag``, ``local_text`` or ``bbc_news``.
       **options: task options: GLUE ``on_malformed``; local_text ``label_names``, ``encoding``,
-        ``on_unknown_label``.
+        ``on_unknown_label``; bbc_news ``split_seed``, ``validation_fraction``, ``test_fraction``,
+        ``train_per_class``, ``on_malformed``, ``dedupe`` (``data_pipelines/finetune/bbc_news.py``).
 
     Raises:
       ValueError: for an unknown task (listing the known ones) or options the task does not take.
@@ -218,6 +238,7 @@ def get_finetune_reader(task_name: str, **options: Any) -> FinetuneReader:
         "conll2003": _conll_reader,
         "swag": _swag_reader,
         "local_text": _local_text_reader,
+        "bbc_news": _bbc_news_reader,
     }
     if name.lower() in builders:
         builder = builders[name.lower()]

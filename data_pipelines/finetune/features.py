@@ -171,19 +171,56 @@ def encoder_row(
     return {name: rows[name][0] for name in batch_lib.ENCODER_FIELDS}
 
 
+TRUNCATIONS = ("head", "head_tail")
+
+
+def keep_head_tail(tokens: np.ndarray, kept: int, head_tokens: int) -> np.ndarray:
+    """The ``kept`` tokens of head-plus-tail truncation: the first ``min(head_tokens, kept)`` and the last rest.
+
+    Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification", sec. 5.3.1) keep the first 128 and
+    last 382 tokens of a long document at length 512. ``tokens`` no longer than ``kept`` come back whole.
+
+    Args:
+      tokens: int ``[n]`` token ids of one text.
+      kept: how many tokens to keep (>= 0).
+      head_tokens: how many of them come from the start (>= 0).
+
+    Returns:
+      int ``[min(n, kept)]``: ``tokens[:h]`` then ``tokens[n - (kept - h):]`` with ``h = min(head_tokens, kept)``.
+    """
+    if len(tokens) <= kept:
+        return tokens
+    head = min(head_tokens, kept)
+    tail = kept - head
+    return np.concatenate([tokens[:head], tokens[len(tokens) - tail:]]) if tail else tokens[:head]
+
+
 def pair_row(
     tokens_a: np.ndarray,
     tokens_b: np.ndarray | None,
     max_seq_length: int,
     tokenizer: TokenizerLike,
     stats: collections.Counter,
+    *,
+    truncation: str = "head",
+    head_tokens: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """:func:`encoder_row` after longest-first truncation; counts ``truncated_pairs`` in ``stats``."""
+    """:func:`encoder_row` after longest-first truncation; counts ``truncated_pairs`` in ``stats``.
+
+    Args:
+      truncation: ``"head"`` keeps each text's first tokens (BERT's ``_truncate_seq_pair``);
+        ``"head_tail"`` keeps each cut text's first ``head_tokens`` and its last ones
+        (:func:`keep_head_tail`). Longest-first decides how many tokens each text keeps either way.
+      head_tokens: with ``"head_tail"``, the tokens kept from the start of a cut text.
+    """
     num_specials = 3 if tokens_b is not None else 2
     len_b = 0 if tokens_b is None else len(tokens_b)
     kept_a, kept_b = truncate_pair_lengths(len(tokens_a), len_b, max_seq_length - num_specials)
     if (kept_a, kept_b) != (len(tokens_a), len_b):
         stats["truncated_pairs"] += 1
+    if truncation == "head_tail":
+        tokens_a = keep_head_tail(tokens_a, kept_a, head_tokens)
+        tokens_b = None if tokens_b is None else keep_head_tail(tokens_b, kept_b, head_tokens)
     return encoder_row(tokens_a[:kept_a], None if tokens_b is None else tokens_b[:kept_b], max_seq_length, tokenizer)
 
 
@@ -203,6 +240,8 @@ def featurize_text_pairs(
     max_seq_length: int,
     *,
     regression: bool = False,
+    truncation: str = "head",
+    head_tokens: int | None = None,
 ) -> FeatureSet:
     """Featurises sentence / sentence-pair examples for classification or regression.
 
@@ -213,17 +252,29 @@ def featurize_text_pairs(
       max_seq_length: S.
       regression: build ``REGRESSION_FIELDS`` (float32 ``regression_target``) instead of
         ``CLASSIFICATION_FIELDS`` (int32 ``label``).
+      truncation: ``"head"`` (BERT: a long text keeps its first tokens) or ``"head_tail"`` (its first
+        ``head_tokens`` and its last ones; :func:`pair_row`). Config: ``data.featurize_options``.
+      head_tokens: required with ``"head_tail"``: 0 <= head_tokens <= max_seq_length - 2.
 
     Returns:
       A FeatureSet with one row per example; ``stats['truncated_pairs']`` counts truncated rows.
+
+    Raises:
+      ValueError: for an unknown ``truncation`` or a missing / out-of-range ``head_tokens``.
     """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"data.featurize_options.truncation={truncation!r}: expected one of {TRUNCATIONS}")
+    if truncation == "head_tail" and (head_tokens is None or not 0 <= int(head_tokens) <= max_seq_length - 2):
+        raise ValueError(f"data.featurize_options.head_tokens={head_tokens!r}: truncation='head_tail' needs the "
+                         f"tokens kept from the start, 0 <= head_tokens <= max_seq_length - 2 = {max_seq_length - 2}")
     fields = batch_lib.REGRESSION_FIELDS if regression else batch_lib.CLASSIFICATION_FIELDS
     stats: collections.Counter = collections.Counter()
     ids_a = encode_texts(tokenizer, [example.text_a for example in examples])
     ids_b = encode_texts(tokenizer, [example.text_b for example in examples])
     rows = []
     for example, tokens_a, tokens_b in zip(examples, ids_a, ids_b):
-        row = pair_row(tokens_a, tokens_b, max_seq_length, tokenizer, stats)
+        row = pair_row(tokens_a, tokens_b, max_seq_length, tokenizer, stats, truncation=truncation,
+                       head_tokens=None if head_tokens is None else int(head_tokens))
         if regression:
             row["regression_target"] = np.nan if example.label is None else float(example.label)
         else:

@@ -3,7 +3,7 @@
 A *source spec* is a plain mapping (it lives in ``ml_collections`` configs):
 
 ============== ===================================================================================
-``name``        ``'wikipedia_dump'`` | ``'books'`` | ``'tfds'`` | ``'synthetic'``
+``name``        ``'wikipedia_dump'`` | ``'books'`` | ``'tfds'`` | ``'synthetic'`` | ``'bbc_news'``
 ``weight``      mixture weight, read by the loader (ignored here; default 1.0)
 ``eval_fraction`` share of documents held out for ``split='eval'`` (default ``0.01``)
 ...             the source's own fields, listed in ``SOURCE_FIELDS`` (see each module)
@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from data_pipelines.sources import books, synthetic, tfds_text, wikipedia_dump
+from data_pipelines.sources import bbc_news, books, synthetic, tfds_text, wikipedia_dump
 from data_pipelines.sources.wikipedia_dump import demo_dump_path
 
 __all__ = ["DocumentSource", "HeldOutSplit", "SOURCE_FIELDS", "SPLITS", "demo_dump_path",
@@ -44,6 +44,7 @@ _OPENERS = {
     "books": (books.open_source, books.SPEC_FIELDS),
     "tfds": (tfds_text.open_source, tfds_text.SPEC_FIELDS),
     "synthetic": (synthetic.open_source, synthetic.SPEC_FIELDS),
+    "bbc_news": (bbc_news.open_source, bbc_news.SPEC_FIELDS),
 }
 SOURCE_FIELDS: dict[str, frozenset[str]] = {
     name: COMMON_FIELDS | fields for name, (_, fields) in _OPENERS.items()
