@@ -320,3 +320,18 @@ def test_rtd_config_variants_validate_and_build_their_task(arg):
     assert task.generator_config.num_layers == config.model.num_layers // 2
     with pytest.raises(ValueError, match="objective='electra'"):
         pretrain.get_config("objective=electra")
+
+
+def test_gdes_on_the_deberta_encoder_through_the_registry():
+    """The same task on another registered architecture (DeBERTa-v3's recipe: arch=deberta_v2, gdes)."""
+    from bert_jax import step_builder  # pylint: disable=import-outside-toplevel
+    from configs import pretrain  # pylint: disable=import-outside-toplevel
+
+    config = pretrain.get_config("size=tiny,arch=deberta_v2,objective=rtd,sharing=gdes")
+    config.model.update(vocab_size=V, hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=64)
+    task = step_builder.task_from_config(config)
+    assert task.model_config.architecture == task.generator_config.architecture == "deberta_v2"
+    params = unbox(task.init_params(jax.random.PRNGKey(0)))
+    assert "word_embeddings" not in params["generator"]["bert"]["embeddings"]
+    grads = _grads(task, params, "rtd")
+    assert _norm(grads["bert"]["embeddings"]["word_embeddings"]) == 0.0 and _norm(grads["bert_delta"]) > 0
