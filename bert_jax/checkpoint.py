@@ -19,7 +19,8 @@ The restore order (``restore_or_initialize``), first match wins:
    workdir holds our own ``config.json`` too.
 3. **Parameters only** from such a checkpoint (``init_mode='params'``, or automatically when the optimizer
    state does not match): ``params['bert']`` and any head whose name and shapes match; heads named in
-   ``drop_heads`` (the pretraining heads, when fine-tuning) are dropped and initialised fresh.
+   ``drop_heads`` (the pretraining heads, when fine-tuning) are dropped and initialised fresh; an encoder
+   delta (``bert_delta``, replaced-token detection's GDES) that this model lacks is folded into ``bert``.
 4. **A Hugging Face directory** (``config.json`` beside the weights): imported by ``bert_jax.interop.hf_files``.
 5. **Scratch**: the freshly initialised state.
 """
@@ -32,7 +33,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.serialization
@@ -42,6 +43,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from bert_jax import fileio
+from bert_jax.models import ENCODER, ENCODER_DELTA, fold_encoder_delta
 
 PyTree = Any
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -363,6 +365,11 @@ def restore_params_only(
     take = {name: sub for name, sub in params_template.items()
             if name not in drop_heads and name in stored_params}
     fresh = sorted(set(params_template) - set(take))
+    # A delta to the encoder this model lacks (replaced-token detection's E_delta): read at the encoder's
+    # paths and folded into the encoder, which is what the source run's encoder computed with.
+    fold = ENCODER in take and ENCODER_DELTA in stored_params and ENCODER_DELTA not in params_template
+    if fold:
+        take[ENCODER_DELTA] = _matching(take[ENCODER], stored_params[ENCODER_DELTA])
     target = _abstract({"params": _as_tree(take)})
     restored = ocp.PyTreeCheckpointer().restore(
         checkpoint_dir / str(step) / "state",
@@ -371,8 +378,19 @@ def restore_params_only(
     )
     merged = dict(params_template)
     for name in take:
-        merged[name] = flax.serialization.from_state_dict(params_template[name], restored["params"][name])
+        if name != ENCODER_DELTA or not fold:
+            merged[name] = flax.serialization.from_state_dict(params_template[name], restored["params"][name])
+    if fold:
+        delta = restored["params"][ENCODER_DELTA]
+        merged[ENCODER] = flax.serialization.from_state_dict(params_template[ENCODER], fold_encoder_delta(
+            {ENCODER: restored["params"][ENCODER], ENCODER_DELTA: delta})[ENCODER])
     return merged, fresh
+
+
+def _matching(template: PyTree, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The subtree of ``template`` at the paths of the ``stored`` (metadata) tree."""
+    return {name: _matching(template[name], value) if isinstance(value, Mapping) else template[name]
+            for name, value in stored.items()}
 
 
 def restore_or_initialize(

@@ -34,9 +34,11 @@ def optimizer_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def task_from_config(config: ml_collections.ConfigDict) -> Task:
-    """The pretraining-style task a run config names (``task.name``, ``model``, ``data`` sections)."""
+    """The pretraining-style task a run config names (``task.name``, ``model``, ``data`` sections); every
+    other field of ``task`` (``nsp_weight``, ``rtd_weight``, ...) is a keyword argument of that task."""
+    options = {name: value for name, value in config.task.items() if name != "name"}
     return get_task(config.task.name, run_config.model_config_from(config),
-                    max_predictions=config.data.max_predictions_per_seq, nsp_weight=config.task.nsp_weight)
+                    max_predictions=config.data.max_predictions_per_seq, **options)
 
 
 @dataclasses.dataclass

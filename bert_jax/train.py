@@ -16,9 +16,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import distributed, fileio, logs, perf, run_config
+from bert_jax import distributed, fileio, logs, perf, run_config, step_builder
 from bert_jax.interop.init_source import hf_importer, tokenizer_spec  # noqa: F401
-from bert_jax.tasks import get_task
 from bert_jax.trainer import NonFiniteLossError, Trainer  # noqa: F401  (re-exported for callers)
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines import vocab_training
@@ -71,8 +70,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
                         tokenizer_vocab_size=tokenizer.vocab_size)
     model_config = run_config.model_config_from(config)
-    task = get_task(config.task.name, model_config, max_predictions=data_cfg.max_predictions_per_seq,
-                    nsp_weight=config.task.nsp_weight)
+    task = step_builder.task_from_config(config)
     trainer = Trainer(config, task, workdir, seq_len=data_cfg.max_seq_length,
                       flops_per_token=model_config.train_flops_per_token(
                           data_cfg.max_seq_length, data_cfg.max_predictions_per_seq))

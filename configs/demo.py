@@ -16,6 +16,9 @@ whole sentences, dynamic masking, MLM only.
 
 ``configs/demo.py:arch=modernbert`` runs the same corpus through a tiny ModernBERT (2 layers: one
 global, one with a 32-token sliding window; RoPE, GeGLU, MLM only on packed rows with 30% masking).
+    python -m launch.pretrain --config=configs/demo.py:objective=rtd --workdir=workdirs/demo-rtd
+
+Variants (``configs/pretrain.py``): ``objective=mlm|rtd`` and, with rtd, ``sharing=ees|gdes|none``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ DATA_DIR = "data/demo"  # Where the built corpus and its vocabulary go (relative
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The demo; ``arg`` ``"arch=deberta_v2"`` trains the DeBERTa-v3 encoder instead (same data, WordPiece)."""
-    arch = parse_variant(arg, {"arch": "bert"})["arch"]
-    c = pretrain.get_config(f"size=tiny,phase=1,arch={arch}")
+    """The demo; ``arg`` ``"arch=deberta_v2"`` trains the DeBERTa-v3 encoder instead (same data, WordPiece);
+    ``objective=rtd`` (with ``sharing=ees|gdes|none``) trains it by replaced-token detection."""
+    variant = parse_variant(arg, {"arch": "bert", "objective": "mlm", "sharing": "ees"})
+    arch = variant["arch"]
+    c = pretrain.get_config(f"size=tiny,phase=1,arch={arch},objective={variant['objective']},"
+                            f"sharing={variant['sharing']}")
     if arch != "bert":  # the demo's own WordPiece vocabulary, whatever the architecture
         c.tokenizer = pretrain.tokenizer_section()
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.

@@ -37,6 +37,12 @@ Variants after the colon, comma-separated ``key=value``:
 * ``recipe``: paper (default; attention dropout 0.1 as in the paper, so training runs the einsum
   ``"reference"`` attention) | modern (attention dropout 0, as ModernBERT-style recipes train: training
   runs the fused kernel, ``jax.nn.dot_product_attention``, cuDNN flash attention on GPUs).
+* ``objective``: mlm (BERT's MLM [+ NSP]) | rtd (replaced-token detection, ``task.name='rtd'``: a
+  half-depth generator trained with MLM, a discriminator trained to spot its replacements with weight
+  ``task.rtd_weight=50``; packed rows, no NSP; ``bert_jax/tasks/replaced_token_detection.py``).
+* ``sharing`` (with objective=rtd): ees (ELECTRA's embedding sharing) | gdes (DeBERTa-v3's
+  gradient-disentangled sharing; ``arch=deberta_v2,objective=rtd,sharing=gdes`` is the DeBERTa-v3
+  recipe) | none.
 
 The data section points at the full English Wikipedia in TFDS plus a local book corpus; see
 ``docs/data.md`` for preparing them. The tokenizer is BERT's uncased ``vocab.txt``.
@@ -89,19 +95,28 @@ def apply_roberta(c: ml_collections.ConfigDict) -> None:
 # width. ``tiny`` is ours, for tests and the CPU demo.
 MODERNBERT_SIZES = {"tiny": (2, 128, 2, 192), "base": (22, 768, 12, 1152), "large": (28, 1024, 16, 2624)}
 MODERNBERT_PHASES = {"1": (1024, 308), "long": (8192, 2458)}  # sequence length, predictions (30%)
+OBJECTIVES = ("mlm", "rtd")
+SHARINGS = ("ees", "gdes", "none")
+RTD_WEIGHT = 50.0  # ELECTRA's lambda, the discriminator loss weight (Clark et al., 2020).
 RECIPES = ("paper", "modern")
 VOCAB_PAD_MULTIPLE = 128  # 30,522 -> 30,592 rows: lane-aligned MLM matmul, and tensor=2/4/8 split the vocabulary.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The pretraining config for ``arg`` = ``"size=...,phase=...,ablation=...,recipe=...,arch=..."``."""
-    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "recipe": "paper", "arch": "bert"})
+    variant = parse_variant(arg, {"size": "base", "phase": "1", "ablation": "none", "recipe": "paper", "arch": "bert",
+                                  "objective": "mlm", "sharing": "ees"})
     if variant["arch"] == "modernbert":  # its own sizes and phases (MODERNBERT_SIZES, _PHASES)
         return _modernbert_config(variant)
     size, phase, ablation = variant["size"], int(variant["phase"]), variant["ablation"]
     recipe, arch = variant["recipe"], variant["arch"]
     if arch not in ARCH_RECIPES:
         raise ValueError(f"config variant arch={arch!r}: expected one of {tuple(ARCH_RECIPES)}")
+    objective, sharing = variant["objective"], variant["sharing"]
+    if objective not in OBJECTIVES:
+        raise ValueError(f"config variant objective={objective!r}: expected one of {OBJECTIVES}")
+    if sharing not in SHARINGS:
+        raise ValueError(f"config variant sharing={sharing!r}: expected one of {SHARINGS}")
     if phase not in (1, 2):
         raise ValueError(f"config variant phase={phase}: expected 1 or 2")
     if ablation not in ABLATIONS:
@@ -150,6 +165,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif ablation == "static":
         c.data.masking, c.data.dupe_factor = "static", 10
     ARCH_RECIPES[arch](c)
+    if objective == "rtd":
+        c.task = ml_collections.ConfigDict({
+            "name": "rtd",
+            "nsp_weight": 0.0,  # No next-sentence head.
+            "rtd_weight": RTD_WEIGHT,  # lambda: loss = generator MLM + rtd_weight x discriminator RTD.
+            "embedding_sharing": sharing,  # ees | gdes (DeBERTa-v3) | none.
+            "generator_layers": 0,  # 0: half the discriminator's layers (DeBERTa-v3's generator).
+            "generator_hidden_size": 0,  # 0: the discriminator's width (needed to share embeddings).
+        })
+        c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True  # ELECTRA: packed, no NSP.
     return c
 
 

@@ -14,6 +14,7 @@ regression (STS-B)                     ``BertForSequenceClassification`` (``prob
 span (SQuAD)                           ``BertForQuestionAnswering``
 tagging (CoNLL-2003)                   ``BertForTokenClassification`` (the tag set as ``id2label``)
 multiple choice (SWAG)                 ``BertForMultipleChoice``
+replaced-token detection (task rtd)    ``ElectraForPreTraining`` (generator: ``ElectraForMaskedLM``)
 =====================================  =====================================
 
 plus ``model.safetensors`` (fp32), the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``,
@@ -64,7 +65,8 @@ def _write_tokenizer_files(spec: Mapping[str, Any], out_dir: str | Path, model_m
 def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
               vocab_file: str | Path | None = None, lowercase: bool | None = None,
               tokenizer_spec: Mapping[str, Any] | None = None, architecture: str | None = None,
-              config_extras: Mapping[str, Any] | None = None) -> Path:
+              config_extras: Mapping[str, Any] | None = None,
+              conversion: hf_convert.Conversion | None = None) -> Path:
     """Writes ``config.json``, ``model.safetensors`` (fp32) and the tokenizer files to ``out_dir``.
 
     Args:
@@ -78,13 +80,15 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
       architecture: the ``transformers`` class (the keys of ``architecture_parts`` of the model's
         conversion, ``hf_convert.for_architecture``); None: from the parts ``params`` hold.
       config_extras: task fields for ``config.json`` (``id2label``, ``label2id``, ``problem_type``).
+      conversion: the Hugging Face layout (default: the architecture's own, ``hf_convert.for_architecture``;
+        e.g. ``hf_electra.CONVERSION`` for a replaced-token-detection discriminator).
 
     Returns:
       ``out_dir`` as a ``Path``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    conversion = hf_convert.for_architecture(model_config)
+    conversion = conversion or hf_convert.for_architecture(model_config)
     params = hf_convert.inner_params(params)
     architecture = architecture or conversion.default_architecture(params)
     state = hf_convert.params_to_state_dict(conversion, params, model_config, architecture)
@@ -260,7 +264,8 @@ def _runs_below(path: Path) -> list[str]:
     return sorted(str(p.parent.relative_to(path)) for p in path.glob(f"**/{checkpoint_lib.CHECKPOINT_SUBDIR}"))
 
 
-def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str] | None = None) -> Path:
+def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str] | None = None,
+               generator_dir: str | Path | None = None) -> Path:
     """Exports what ``init_from`` names as the ``transformers`` class of its run (module docstring).
 
     Args:
@@ -269,6 +274,8 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
       out_dir: the directory to write (created if needed).
       label_names: class names in id order, for a classification/tagging run whose training file is
         gone (default: read from the run's data as fine-tuning did).
+      generator_dir: for a replaced-token-detection run (``task.name='rtd'``, written as
+        ``ElectraForPreTraining``), where to write its generator as ``ElectraForMaskedLM`` (optional).
 
     Returns:
       ``out_dir`` as a ``Path``.
@@ -291,6 +298,15 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
         raise FileNotFoundError(f"{init_from}: no checkpoint (<workdir>/checkpoints/<step>/state) and no Hugging "
                                 f"Face directory (config.json plus one of {', '.join(hf_files.WEIGHT_FILES)})")
     run = load_run(init_from)
+    if (run.run_config.get("task") or {}).get("name") == "rtd":
+        from bert_jax.interop import hf_electra  # pylint: disable=import-outside-toplevel
+
+        hf_electra.export_rtd_run(run, out_dir, generator_dir=generator_dir)
+        model_card.write_model_card(out_dir, model_card.RunInfo(
+            source=os.fspath(init_from), kind="pretraining", architecture="ElectraForPreTraining",
+            model_config=run.model_config, run_config=run.run_config, step=run.step,
+            summary=_run_summary(run.workdir, PRETRAINING_SUMMARY_FILE), label_names=None))
+        return out_dir
     kind, architecture, extras, names = _run_export_plan(run.run_config, run.params, label_names)
     export_hf(run.params, run.model_config, out_dir, tokenizer_spec=run.tokenizer_spec, architecture=architecture,
               config_extras=extras)

@@ -33,6 +33,9 @@ from bert_jax.models.layers import unbox
 Params = dict[str, Any]
 # Fine-tuning heads (top-level names, as in transformers' task models).
 TASK_HEADS = ("classifier", "qa_outputs")
+# Hugging Face layouts of a registered architecture under another model_type (an ELECTRA discriminator
+# is a BERT encoder), importable by ``for_model_type``.
+OTHER_LAYOUTS = ("bert_jax.interop.hf_electra",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +219,9 @@ def for_model_type(hf_config: Mapping[str, Any]) -> Conversion:
     for name in models.names():
         conversion = for_architecture(name)
         known[conversion.model_type] = conversion
+    for module in OTHER_LAYOUTS:
+        conversion = importlib.import_module(module).CONVERSION
+        known[conversion.model_type] = conversion
     if model_type not in known:
         raise ValueError(f"config.json model_type={model_type!r}; the importable ones are {sorted(known)}")
     return known[model_type]
@@ -351,7 +357,10 @@ def state_dict_to_params(conversion: Conversion, state_dict: Mapping[str, np.nda
         fresh = init_pretraining_params(cfg.replace(num_layers=0, scan_layers=False, remat=False, remat_policy=None),
                                         jax.random.key(0) if rng is None else rng)
         for entry in missing:
-            flat[entry.path] = np.asarray(get_path(fresh, entry.path), cfg.parameter_dtype)
+            try:
+                flat[entry.path] = np.asarray(get_path(fresh, entry.path), cfg.parameter_dtype)
+            except KeyError:  # a head the pretraining model lacks (e.g. ELECTRA's discriminator): left out
+                continue
 
     params: Params = {}
     for path, value in flat.items():
@@ -455,7 +464,7 @@ def hf_task_kind(conversion: Conversion, hf_config: Mapping[str, Any]) -> str | 
     ``problem_type="regression"`` or a single label, else ``classification``.
     """
     architecture = (hf_config.get("architectures") or [None])[0]
-    if architecture == conversion.task_architectures["classification"]:
+    if architecture == conversion.task_architectures.get("classification"):
         names = hf_label_names(hf_config) or ()
         regression = hf_config.get("problem_type") == "regression" or len(names) == 1
         return "regression" if regression else "classification"

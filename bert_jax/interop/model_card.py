@@ -69,7 +69,10 @@ def _data_lines(info: RunInfo) -> list[str]:
     if info.kind == "pretraining":
         sources = [", ".join(f"{k}={v}" for k, v in sorted(s.items()) if v not in ("", None))
                    for s in data.get("sources") or []]
-        lines = [f"- Pretraining objective: masked LM{' + next-sentence prediction' if info.architecture == 'BertForPreTraining' else ''}",
+        objective = ("replaced-token detection (ELECTRA discriminator, masked-LM generator)"
+                     if info.architecture == "ElectraForPreTraining" else
+                     f"masked LM{' + next-sentence prediction' if info.architecture == 'BertForPreTraining' else ''}")
+        lines = [f"- Pretraining objective: {objective}",
                  *(f"- Source: {s}" for s in sources)]
         lines.append(f"- Rows of {data.get('max_seq_length')} tokens, {data.get('max_predictions_per_seq')} masked "
                      f"positions, batch size {train.get('batch_size')}")

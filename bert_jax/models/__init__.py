@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 ENCODER = "bert"  # the parameter collection of the encoder in every model (BERT's name for the family)
+# Optional collection of additive deltas to ``ENCODER`` leaves (same paths): the encoder's effective
+# parameters are ``bert + bert_delta`` (DeBERTa-v3's gradient-disentangled embedding sharing keeps the
+# discriminator's E_delta here; ``fold_encoder_delta`` merges it for fine-tuning and export).
+ENCODER_DELTA = "bert_delta"
 # Architecture name -> the module of this package that declares it (``ARCHITECTURE``).
 _MODULES = {
     "bert": "bert_jax.models.bert",
@@ -49,6 +54,8 @@ class Architecture:
         tokens; Longformer): ``heads.encode_batch`` passes the batch's field, else the task's choice.
       position_offset: ``fn(config) -> int``, position rows before the first token's (RoBERTa and
         Longformer: ``pad_token_id + 1``); a row holds at most ``max_position_embeddings - offset`` tokens.
+      word_embeddings: the path of the token-embedding table ``[V, H]`` inside the encoder's parameters
+        (what replaced-token detection shares between its generator and discriminator).
     """
 
     name: str
@@ -60,6 +67,7 @@ class Architecture:
     masked_states: str | None = None
     global_attention: bool = False
     position_offset: Any = lambda config: 0
+    word_embeddings: tuple[str, ...] = ("embeddings", "word_embeddings")
 
 
 def names() -> tuple[str, ...]:
@@ -92,3 +100,25 @@ def conversion(config_or_name) -> Any:
     """The Hugging Face conversion module of an architecture (a name or a ``ModelConfig``)."""
     name = config_or_name if isinstance(config_or_name, str) else config_or_name.architecture
     return importlib.import_module(get(name).hf_conversion)
+
+
+def fold_encoder_delta(params: dict) -> dict:
+    """``params`` with ``ENCODER_DELTA`` (if any) added into ``ENCODER`` at the same paths and removed.
+
+    Args:
+      params: a top-level parameter dict (``{"bert": ..., "bert_delta": ..., heads}``), unboxed arrays.
+
+    Returns:
+      A new dict without ``bert_delta`` whose ``bert`` leaves are ``bert + bert_delta`` where the delta
+      has a leaf (every other leaf unchanged).
+    """
+    if ENCODER_DELTA not in params:
+        return dict(params)
+
+    def add(tree, delta):
+        return {name: add(value, delta[name]) if isinstance(value, Mapping) and name in delta
+                else value + delta[name] if name in delta else value for name, value in tree.items()}
+
+    folded = {name: value for name, value in params.items() if name != ENCODER_DELTA}
+    folded[ENCODER] = add(dict(params[ENCODER]), params[ENCODER_DELTA])
+    return folded

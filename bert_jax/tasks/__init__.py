@@ -18,12 +18,13 @@ from bert_jax.tasks.classification import ClassificationTask, RegressionTask
 from bert_jax.tasks.finetune_base import Benchmark, FinetuneTask, SplitData
 from bert_jax.tasks.multiple_choice import MultipleChoiceTask
 from bert_jax.tasks.pretraining import PretrainingTask
+from bert_jax.tasks.replaced_token_detection import ReplacedTokenDetectionTask
 from bert_jax.tasks.span import SpanTask
 from bert_jax.tasks.tagging import TaggingTask
 
 TASKS: dict[str, type[Task]] = {
     task.name: task
-    for task in (PretrainingTask, ClassificationTask, RegressionTask, SpanTask, TaggingTask, MultipleChoiceTask)
+    for task in (PretrainingTask, ReplacedTokenDetectionTask, ClassificationTask, RegressionTask, SpanTask, TaggingTask, MultipleChoiceTask)
 }
 
 __all__ = ["TASKS", "Benchmark", "FinetuneTask", "SplitData", "Task", "get_task", "finetune_task"]
