@@ -7,7 +7,7 @@ clipping at global norm 1.0).
 
 * JAX: the train step of ``bert_jax.step_builder.build`` (the one the trainer and the AOT check use) on a mesh.
 * PyTorch: eager ``transformers.BertForPreTraining`` (``attn_implementation="sdpa"``) from
-  ``bert_jax.hf.model_config_to_hf_config``, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule.
+  ``bert_jax.interop.hf_bert.model_config_to_hf_config``, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule.
   Its MLM loss gathers the masked positions before the head, like ours (``--torch_mlm=gather``), or runs
   Hugging Face's full-sequence ``labels`` path (``--torch_mlm=full``: every position is projected onto
   the vocabulary). ``--dtype=bfloat16`` runs it under ``torch.autocast`` (fp32 master weights, as ours).

@@ -345,7 +345,7 @@ def make_torch_runner(
     import transformers
 
     from bert_jax import perf
-    from bert_jax.hf import model_config_to_hf_config
+    from bert_jax.interop.hf_bert import model_config_to_hf_config
 
     if mlm not in TORCH_MLM_MODES:
         raise ValueError(f"mlm={mlm!r}; expected one of {TORCH_MLM_MODES}")

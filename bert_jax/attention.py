@@ -13,12 +13,18 @@ The fused kernels have no dropout on the attention probabilities, so a TRAINING 
 ``attention_dropout > 0`` (BERT's 0.1) runs ``"reference"`` whatever was asked; evaluation and
 dropout-free training run the fused kernel. ``attention_impl=None`` (or ``"auto"``) asks for
 ``"fused"``; ``"reference"`` forces the einsum path everywhere. ``describe`` is the line the trainer logs.
+
+Every implementation takes the mask as a :class:`Mask` *description* (per-token packed-sequence ids and an
+optional local window), not as a dense array, so that kernels with segment ids and banded attention can
+use it without an ``[S, S]`` matrix; ``Mask.dense()`` builds the boolean ``[B, 1, S, S]`` for those
+that need one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -30,6 +36,40 @@ REQUESTS = ATTENTION_IMPLS  # what ``ModelConfig.attention_impl`` may ask for (N
 # Name -> ``jax.nn.dot_product_attention``'s ``implementation`` for the fused ones.
 _FUSED = {"fused": None, "xla": "xla", "cudnn": "cudnn"}
 _NEG_INF = -1e9  # finite, so a fully masked row stays finite in every dtype
+
+
+@flax.struct.dataclass
+class Mask:
+    """Which keys each query attends to, described rather than materialised.
+
+    A real query attends to the keys of its own packed sequence (equal ``sequence_ids``); a padding
+    query (id 0) attends to every real key, which matches Hugging Face's key-only padding mask on the
+    padding rows. With ``window=(left, right)`` a query at position ``i`` also only sees keys
+    ``i - left <= j <= i + right`` (sliding-window local attention).
+
+    Attributes:
+      sequence_ids: int32 ``[B, S]``, 0 on padding.
+      window: ``(left, right)`` key offsets (static), or None for global attention.
+    """
+
+    sequence_ids: jax.Array
+    window: tuple[int, int] | None = flax.struct.field(pytree_node=False, default=None)
+
+    def with_window(self, window: tuple[int, int] | None) -> "Mask":
+        """The same sequences with another local window (None: global)."""
+        return self.replace(window=window)
+
+    def dense(self) -> jax.Array:
+        """Boolean ``[B, 1, S, S]`` (True: attend)."""
+        q = self.sequence_ids[:, None, :, None]
+        k = self.sequence_ids[:, None, None, :]
+        allowed = (k > 0) & ((q == k) | (q == 0))
+        if self.window is not None:
+            length = self.sequence_ids.shape[1]
+            offset = jnp.arange(length)[None, :] - jnp.arange(length)[:, None]  # key - query
+            left, right = self.window
+            allowed = allowed & ((offset >= -left) & (offset <= right))[None, None]
+        return allowed
 
 
 def requested(config: ModelConfig) -> str:
@@ -57,13 +97,13 @@ def describe(config: ModelConfig) -> str:
             f"evaluation runs {evaluate!r}")
 
 
-def reference_attention(q: Array, k: Array, v: Array, mask: Array,
+def reference_attention(q: Array, k: Array, v: Array, mask: Mask,
                         dropout: Callable[[Array], Array] | None = None) -> Array:
     """Attention written out: scores and probabilities ``[B, N, S, S]`` (float32 softmax).
 
     Args:
       q, k, v: ``[B, S, N, D]`` in the compute dtype.
-      mask: boolean ``[B, 1, S, S]`` (True: attend).
+      mask: which keys each query sees.
       dropout: applied to the probabilities (e.g. a bound ``nn.Dropout``), or None.
 
     Returns:
@@ -71,14 +111,14 @@ def reference_attention(q: Array, k: Array, v: Array, mask: Array,
     """
     head_dim = q.shape[-1]
     scores = jnp.einsum("bqnd,bknd->bnqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-    scores = jnp.where(mask, scores.astype(jnp.float32), _NEG_INF)
+    scores = jnp.where(mask.dense(), scores.astype(jnp.float32), _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     if dropout is not None:
         probs = dropout(probs)
     return jnp.einsum("bnqk,bknd->bqnd", probs, v)
 
 
-def attend(name: str, q: Array, k: Array, v: Array, mask: Array,
+def attend(name: str, q: Array, k: Array, v: Array, mask: Mask,
            dropout: Callable[[Array], Array] | None = None) -> Array:
     """Runs implementation ``name`` (``select``'s answer) on ``[B, S, N, D]`` inputs; ``[B, S, N, D]`` out.
 
@@ -91,4 +131,5 @@ def attend(name: str, q: Array, k: Array, v: Array, mask: Array,
         raise ValueError(f"attention implementation {name!r}; expected one of {('reference', *_FUSED)}")
     if dropout is not None:
         raise ValueError(f"attention implementation {name!r} has no dropout on the probabilities; use 'reference'")
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=_FUSED[name])
+    return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), local_window_size=mask.window,
+                                        implementation=_FUSED[name])

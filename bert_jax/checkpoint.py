@@ -20,7 +20,7 @@ The restore order (``restore_or_initialize``), first match wins:
 3. **Parameters only** from such a checkpoint (``init_mode='params'``, or automatically when the optimizer
    state does not match): ``params['bert']`` and any head whose name and shapes match; heads named in
    ``drop_heads`` (the pretraining heads, when fine-tuning) are dropped and initialised fresh.
-4. **A Hugging Face directory** (``config.json`` beside the weights): imported by ``bert_jax.hf``.
+4. **A Hugging Face directory** (``config.json`` beside the weights): imported by ``bert_jax.interop.hf_files``.
 5. **Scratch**: the freshly initialised state.
 """
 

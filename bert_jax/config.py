@@ -34,9 +34,10 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Hyperparameters of a BERT encoder and its pretraining heads.
+    """Hyperparameters of an encoder and its pretraining heads.
 
     Attributes:
+      architecture: the encoder architecture (``bert_jax.models`` registry: ``"bert"``, ...).
       vocab_size: number of WordPiece/SentencePiece ids (30,522 for BERT uncased).
       hidden_size: width of the residual stream.
       num_layers: number of Transformer layers.
@@ -59,6 +60,7 @@ class ModelConfig:
         runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
     """
 
+    architecture: str = "bert"
     vocab_size: int = 30522
     hidden_size: int = 768
     num_layers: int = 12
@@ -78,6 +80,10 @@ class ModelConfig:
     attention_impl: str | None = None
 
     def __post_init__(self):
+        from bert_jax import models  # the registry imports this module
+
+        if self.architecture not in models.names():
+            raise ValueError(f"model.architecture={self.architecture!r}; expected one of {list(models.names())}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"

@@ -34,7 +34,7 @@ import ml_collections
 from etils import epath
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import distributed, fileio, hf, logs, metrics, run_config
+from bert_jax import distributed, fileio, logs, metrics, run_config
 from bert_jax.config import RUNTIME_MODEL_FIELDS, ModelConfig
 from bert_jax.finetune_inputs import RunInputs, num_train_steps, read_inputs, split_file, train_iterator
 from bert_jax.finetune_scoring import Evaluator

@@ -26,9 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import models
 from bert_jax.config import ModelConfig
-from bert_jax.model import (ACT_BATCH, ACT_LENGTH, ACT_VOCAB, CLASSES, EMBED, VOCAB, BertModel, LayerNorm,
-                            _dense, _zeros, activation_fn, encode_batch)
+from bert_jax.models.layers import CLASSES, EMBED, dense
 from bert_jax.pooling import mean_pooling as mean_over_tokens  # Sentence-BERT mean pooling, float32 [B, H]
 from data_pipelines import batch as batch_lib
 
@@ -48,31 +48,24 @@ def gather_positions(sequence: Array, positions: Array) -> Array:
     return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
 
 
-class MLMHead(nn.Module):
-    """Masked-LM head: dense + activation + LayerNorm, then the tied vocabulary projection + bias."""
-
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, attend) -> Array:
-        """Maps ``[B, P, H]`` hidden states to float32 logits ``[B, P, V]``."""
-        cfg = self.config
-        x = _dense(cfg, cfg.hidden_size, (EMBED, "embed_out"), ("embed_out",), "transform")(x)
-        x = LayerNorm(cfg, name="layer_norm")(activation_fn(cfg.hidden_act)(x))
-        bias = self.param("output_bias", _zeros((VOCAB,)), (cfg.vocab_size,), cfg.parameter_dtype)
-        logits = attend(x) + bias.astype(cfg.compute_dtype)
-        return nn.with_logical_constraint(logits.astype(jnp.float32), (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
+def encode_batch(encoder: nn.Module, batch: Mapping[str, Array], deterministic: bool) -> tuple[Array, Array]:
+    """Runs ``encoder`` on the encoder fields of a contract batch (``data_pipelines.batch``)."""
+    return encoder(batch["input_ids"], batch["segment_ids"], batch["sequence_ids"], batch["position_ids"],
+                   deterministic=deterministic)
 
 
-class BertForPreTraining(nn.Module):
-    """BERT with the MLM head (at the masked positions only) and the NSP head."""
+class PreTrainingModel(nn.Module):
+    """The encoder with its architecture's MLM head (at the masked positions only) and, for the
+    architectures that have one (BERT), the NSP head on the pooled vector."""
 
     config: ModelConfig
 
     def setup(self):
-        self.bert = BertModel(self.config)
-        self.mlm_head = MLMHead(self.config)
-        self.nsp_head = _dense(self.config, 2, (EMBED, CLASSES), (CLASSES,), "nsp_head")
+        architecture = models.get(self.config.architecture)
+        self.bert = architecture.encoder(self.config)
+        self.mlm_head = architecture.mlm_head(self.config)
+        if architecture.nsp:
+            self.nsp_head = dense(self.config, 2, (EMBED, CLASSES), (CLASSES,), "nsp_head")
 
     def __call__(self, batch: dict[str, Array], deterministic: bool = True) -> dict[str, Array]:
         """Runs the encoder and both heads on a contract batch.
@@ -82,14 +75,15 @@ class BertForPreTraining(nn.Module):
           deterministic: disables dropout when True.
 
         Returns:
-          ``{"mlm_logits": float32 [B, P, V], "nsp_logits": float32 [B, 2]}``.
+          ``{"mlm_logits": float32 [B, P, V], "nsp_logits": float32 [B, 2]}`` (no ``nsp_logits`` for
+          an architecture without NSP).
         """
         sequence, pooled = encode_batch(self.bert, batch, deterministic)
         masked = gather_positions(sequence, batch["masked_lm_positions"])
-        return {
-            "mlm_logits": self.mlm_head(masked, self.bert.attend),
-            "nsp_logits": self.nsp_head(pooled).astype(jnp.float32),
-        }
+        outputs = {"mlm_logits": self.mlm_head(masked, self.bert.attend)}
+        if models.get(self.config.architecture).nsp:
+            outputs["nsp_logits"] = self.nsp_head(pooled).astype(jnp.float32)
+        return outputs
 
     def all_position_logits(self, batch: dict[str, Array]) -> Array:
         """MLM logits ``[B, S, V]`` at every position (fill-mask and the HF parity tests)."""
@@ -132,7 +126,7 @@ class PooledClassifier(nn.Module):
     def setup(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
-        self.bert = BertModel(self.config)
+        self.bert = models.encoder(self.config)
         self.dropout = nn.Dropout(self.config.hidden_dropout)
         self.classifier = head_dense(self.config, self.num_outputs, "classifier")
 
@@ -163,7 +157,7 @@ class SpanModel(nn.Module):
     config: ModelConfig
 
     def setup(self):
-        self.bert = BertModel(self.config)
+        self.bert = models.encoder(self.config)
         self.qa_outputs = head_dense(self.config, 2, "qa_outputs")
 
     def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> dict[str, Array]:
@@ -179,7 +173,7 @@ class TokenClassifier(nn.Module):
     num_labels: int
 
     def setup(self):
-        self.bert = BertModel(self.config)
+        self.bert = models.encoder(self.config)
         self.dropout = nn.Dropout(self.config.hidden_dropout)
         self.classifier = head_dense(self.config, self.num_labels, "classifier")
 

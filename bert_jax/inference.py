@@ -28,10 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
-from bert_jax.interop import hf_bert, hf_files, init_source
+from bert_jax.interop import hf_convert, hf_files, init_source
 from bert_jax.config import ModelConfig
-from bert_jax.heads import BertForPreTraining
-from bert_jax.model import BertModel
+from bert_jax.heads import PreTrainingModel
+from bert_jax import models
 from bert_jax.pooling import POOLINGS, pool
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.rows import encoder_rows
@@ -79,7 +79,7 @@ def load_model(init_from: str, *, tokenizer_spec: dict[str, Any] | None = None) 
         if source.model_fields is None:
             raise ValueError(f"{init_from}: no run config.json beside the checkpoints, so the model size is unknown")
         cfg = ModelConfig(**source.model_fields)
-        template = hf_bert.init_pretraining_params(cfg, jax.random.key(0))
+        template = hf_convert.init_pretraining_params(cfg, jax.random.key(0))
         directory, step = checkpoint_lib.find_checkpoint_dir(source.path)
         params, fresh = checkpoint_lib.restore_params_only(directory, step, template)
         if "bert" in fresh:
@@ -113,7 +113,7 @@ def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str],
 
 @functools.partial(jax.jit, static_argnums=0)
 def _mlm_probabilities(cfg: ModelConfig, params, batch) -> jax.Array:
-    logits = BertForPreTraining(cfg).apply({"params": params}, batch, method=BertForPreTraining.all_position_logits)
+    logits = PreTrainingModel(cfg).apply({"params": params}, batch, method=PreTrainingModel.all_position_logits)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
@@ -134,7 +134,7 @@ def fill_mask(model: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
     """
     if not model.has_mlm_head:
         raise ValueError(f"{model.source} has no masked-LM head (e.g. a sentence-embedding encoder); fill-mask "
-                         "needs a pretraining checkpoint or a Hugging Face BertForPreTraining/BertForMaskedLM")
+                         "needs a pretraining checkpoint or a Hugging Face PreTrainingModel/BertForMaskedLM")
     tokenizer = model.tokenizer
     batch = encode_texts(tokenizer, texts, model.model_config.max_position_embeddings)
     masked = batch["input_ids"] == tokenizer.mask_id
@@ -156,8 +156,8 @@ def fill_mask(model: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _pooled(cfg: ModelConfig, pooling: str, params, batch) -> jax.Array:
-    hidden, _ = BertModel(cfg).apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                                     batch["sequence_ids"], batch["position_ids"])
+    hidden, _ = models.encoder(cfg).apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                                          batch["sequence_ids"], batch["position_ids"])
     return pool(hidden, batch["input_mask"], pooling)
 
 

@@ -45,8 +45,8 @@ import jax.numpy as jnp
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import finetune, finetune_inputs, finetune_scoring, run_config, sharding
 from bert_jax.config import ModelConfig
-from bert_jax.interop import hf_bert, hf_files, init_source
-from bert_jax.model import unbox
+from bert_jax.interop import hf_convert, hf_files, init_source
+from bert_jax.models.layers import unbox
 from bert_jax.tasks import Benchmark, FinetuneTask, SplitData, finetune_task
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.finetune import features, get_finetune_reader
@@ -131,12 +131,13 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 def _hf_settings(path: str, max_seq_length: int | None) -> dict[str, Any]:
     """The settings of an exported (or any fine-tuned) Hugging Face directory, from its ``config.json``."""
     hf_config = hf_files.read_hf_config(path)
-    kind = hf_bert.hf_task_kind(hf_config)
+    conversion = hf_convert.for_model_type(hf_config)
+    kind = hf_convert.hf_task_kind(conversion, hf_config)
     if kind is None:
         raise ValueError(f"{path}/config.json: architectures={hf_config.get('architectures')}; predict needs one of "
-                         f"{sorted(set(hf_bert.TASK_ARCHITECTURES.values()))}")
+                         f"{sorted(set(conversion.task_architectures.values()))}")
     limit = int(hf_config.get("max_position_embeddings", DEFAULT_MAX_SEQ_LENGTH))
-    names = hf_bert.hf_label_names(hf_config) if kind in ("classification", "tagging") else None
+    names = hf_convert.hf_label_names(hf_config) if kind in ("classification", "tagging") else None
     if kind in ("classification", "tagging") and not names:
         raise ValueError(f"{path}/config.json: no id2label, so the {kind} head's class names are unknown")
     return {"task_name": HF_TASK_READERS[kind], "kind": kind, "label_names": names, "decode": HF_DECODE,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import sharding as sharding_lib
-from bert_jax.model import ACT_BATCH
+from bert_jax.models.layers import ACT_BATCH
 from bert_jax.tasks.base import Metrics, Task
 
 Array = jax.Array

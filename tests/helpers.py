@@ -269,3 +269,57 @@ def write_pretraining_workdir(workdir):
     saver.close()
     run_config.save_config(config, str(workdir))
     return str(workdir), jax.device_get(state.params)
+
+
+# --- layout equivalence for any architecture (data, FSDP, tensor parallel on the 8 CPU devices) -----
+LAYOUT_MESHES = {"data8": {"data": 8}, "data2_fsdp4": {"data": 2, "fsdp": 4},
+                 "data2_fsdp2_tensor2": {"data": 2, "fsdp": 2, "tensor": 2}}
+
+
+def assert_layouts_match_one_device(model_config, meshes=LAYOUT_MESHES, batch=16, seq=32, predictions=5,
+                                    nsp_weight=None, steps_to_run=2):
+    """Two pretraining steps of ``model_config`` on every mesh give the one-device losses and params.
+
+    A tiny architecture-independent check for the models room: every registered architecture must
+    shard its parameters and activations by logical names so that each layout computes the same
+    function (fp32, dropout off). ``nsp_weight`` defaults to 1 where the architecture has NSP, else 0.
+    """
+    import jax  # noqa: PLC0415 - kept local: helpers is imported by tests that never touch a mesh
+
+    from bert_jax import models, optim, sharding, steps
+    from bert_jax.tasks.pretraining import PretrainingTask
+
+    model_config = model_config.replace(hidden_dropout=0.0, attention_dropout=0.0)
+    if nsp_weight is None:
+        nsp_weight = 1.0 if models.get(model_config.architecture).nsp else 0.0
+    task = PretrainingTask(model_config, max_predictions=predictions, nsp_weight=nsp_weight)
+    opt_cfg = optim.default_optimizer_config()
+    opt_cfg.update(learning_rate=1e-3, warmup_steps=0, total_steps=100, decay="linear")
+    optimizer = optim.make_optimizer(opt_cfg)
+    batches = [random_pretraining_batch(seed, batch, seq, predictions, model_config.vocab_size)
+               for seed in range(10, 10 + steps_to_run)]
+    rules = sharding.DEFAULT_RULES
+
+    def run(mesh_cfg, devices=None, initial=None):
+        mesh = sharding.make_mesh(mesh_cfg, devices)
+        state, shardings = steps.create_train_state(task, optimizer, mesh, rules, rng=0, batch_size=batch,
+                                                    seq_len=seq)
+        if initial is not None:
+            state = jax.device_put(initial, shardings)
+        step = steps.jit_train_step(steps.train_step, shardings, mesh, rules, task=task, optimizer=optimizer)
+        start = jax.device_get(state)
+        metrics = []
+        for host_batch in batches:
+            state, step_metrics = step(state, sharding.shard_batch(host_batch, mesh))
+            metrics.append(jax.device_get(step_metrics))
+        return start, metrics, jax.device_get(state.params)
+
+    initial, ref_metrics, ref_params = run({"data": 1}, devices=jax.devices()[:1])
+    for name, mesh_cfg in meshes.items():
+        _, metrics, params = run(mesh_cfg, initial=initial)
+        for got, want in zip(metrics, ref_metrics):
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=f"{name}: {key}")
+        for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(ref_params)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5,
+                                       err_msg=f"{name}: params {jax.tree_util.keystr(path)}")

@@ -24,7 +24,7 @@ from bert_jax import finetune, finetune_inputs, inference, predict, run_config, 
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import finetune_task
 from bert_jax.interop import export
-from bert_jax.heads import BertForPreTraining
+from bert_jax.heads import PreTrainingModel
 from bert_jax.tasks.classification import PooledClassifier
 from bert_jax.tasks.multiple_choice import MultipleChoiceModel
 from bert_jax.tasks.span import SpanModel
@@ -174,10 +174,10 @@ def test_pretraining_workdir_exports_bert_for_pretraining_by_the_command(pretrai
     tokenizer = _assert_tokenizer_matches(out, run.tokenizer_spec, pairs=True)
     batch, inputs = _encode(tokenizer, SENTENCES, SENTENCES[::-1])
     cfg, params = _fp32(run)
-    ours = BertForPreTraining(cfg)
+    ours = PreTrainingModel(cfg)
     with torch.no_grad():
         reference = model(**inputs)
-    mlm = ours.apply({"params": params}, batch, method=BertForPreTraining.all_position_logits)
+    mlm = ours.apply({"params": params}, batch, method=PreTrainingModel.all_position_logits)
     np.testing.assert_allclose(np.asarray(mlm), reference.prediction_logits.numpy(), rtol=0, atol=ATOL)
     nsp = ours.apply({"params": params}, {**batch, "masked_lm_positions": np.zeros((3, 1), np.int32)})["nsp_logits"]
     np.testing.assert_allclose(np.asarray(nsp), reference.seq_relationship_logits.numpy(), rtol=0, atol=ATOL)
@@ -206,7 +206,7 @@ def test_mlm_only_pretraining_exports_bert_for_masked_lm(pretraining_run, tmp_pa
     run = export.load_run(str(workdir))
     batch, inputs = _encode(_assert_tokenizer_matches(out, run.tokenizer_spec), SENTENCES)
     cfg, params = _fp32(run)
-    mlm = BertForPreTraining(cfg).apply({"params": params}, batch, method=BertForPreTraining.all_position_logits)
+    mlm = PreTrainingModel(cfg).apply({"params": params}, batch, method=PreTrainingModel.all_position_logits)
     with torch.no_grad():
         np.testing.assert_allclose(np.asarray(mlm), model(**inputs).logits.numpy(), rtol=0, atol=ATOL)
     assert "No final summary" in (out / "README.md").read_text()

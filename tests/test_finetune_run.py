@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint, finetune, finetune_inputs, hf, logs, metrics, run_config
+from bert_jax import checkpoint, finetune, finetune_inputs, logs, metrics, run_config
+from bert_jax.interop import export, hf_files
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import Benchmark, finetune_task, get_task
 from configs import finetune_glue, finetune_local, finetune_ner, finetune_polarity, finetune_squad, finetune_swag
@@ -43,10 +44,10 @@ def test_init_from_each_kind_loads_the_encoder_it_was_given(kind, pretraining_wo
     if kind == "pretraining_workdir":
         init_from, expected = workdir, pretrained["bert"]
     elif kind == "hugging_face_minilm":
-        init_from, expected = MINILM, hf.load_hf_checkpoint(MINILM)[1]["bert"]
+        init_from, expected = MINILM, hf_files.load_hf_checkpoint(MINILM)[1]["bert"]
     else:
         cfg = ModelConfig(**run_config.load_saved_config(workdir)["model"])
-        init_from = str(hf.export_hf(pretrained, cfg, tmp_path / "exported", vocab_file=VOCAB))
+        init_from = str(export.export_hf(pretrained, cfg, tmp_path / "exported", vocab_file=VOCAB))
         expected = pretrained["bert"]
     config, source, tokenizer = finetune.prepare(_small(finetune_glue.get_config("task=mrpc"), init_from, tmp_path))
     assert source.kind == ("checkpoint" if kind == "pretraining_workdir" else "hf")

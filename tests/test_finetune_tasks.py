@@ -15,7 +15,8 @@ import pytest
 from scipy import special
 
 from bert_jax.config import ModelConfig
-from bert_jax.model import BertModel, unbox
+from bert_jax.models.bert import BertModel
+from bert_jax.models.layers import unbox
 from bert_jax.tasks import TASKS, get_task
 from bert_jax.heads import mean_over_tokens
 from data_pipelines import batch as batch_lib

@@ -21,10 +21,11 @@ import tokenizers
 import torch
 import transformers
 
-from bert_jax.interop import export, hf_bert, hf_files, init_source
+from bert_jax.interop import export, hf_bert, hf_convert, hf_files, init_source
 from bert_jax.config import ModelConfig
-from bert_jax.heads import BertForPreTraining
-from bert_jax.model import BertModel, unbox
+from bert_jax.heads import PreTrainingModel
+from bert_jax.models.bert import BertModel
+from bert_jax.models.layers import unbox
 
 ATOL = 1e-5
 SENTENCE_PAIRS = [
@@ -63,8 +64,8 @@ def _our_batch(enc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _our_pretraining_logits(cfg, params, enc):
     """(MLM logits at every position [B, S, V], NSP logits [B, 2]) of our model."""
-    model, batch = BertForPreTraining(cfg), _our_batch(enc)
-    mlm = model.apply({"params": params}, batch, method=BertForPreTraining.all_position_logits)
+    model, batch = PreTrainingModel(cfg), _our_batch(enc)
+    mlm = model.apply({"params": params}, batch, method=PreTrainingModel.all_position_logits)
     return np.asarray(mlm), np.asarray(model.apply({"params": params}, batch)["nsp_logits"])
 
 
@@ -83,7 +84,7 @@ def _assert_matches_model_init(cfg: ModelConfig, params) -> None:
     dummy = np.zeros((1, 1), np.int32)
     batch = dict(input_ids=dummy, segment_ids=dummy, sequence_ids=dummy + 1, position_ids=dummy,
                  masked_lm_positions=dummy)
-    expected = unbox(jax.eval_shape(BertForPreTraining(cfg).init, jax.random.key(0), batch))["params"]
+    expected = unbox(jax.eval_shape(PreTrainingModel(cfg).init, jax.random.key(0), batch))["params"]
     shapes = lambda tree: jax.tree.map(lambda x: (x.shape, np.dtype(x.dtype)), tree)
     assert shapes(params) == shapes(expected)
 
@@ -247,7 +248,7 @@ def test_convert_pytorch_bin_writes_the_same_tensors_as_safetensors(hf_random, s
 
 def _random_params(cfg: ModelConfig, seed: int):
     """Our model's init, then noise on every leaf (LayerNorm scales and biases included)."""
-    params = hf_bert.init_pretraining_params(cfg, jax.random.key(seed))
+    params = hf_convert.init_pretraining_params(cfg, jax.random.key(seed))
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
     noisy = [np.asarray(x + 0.1 * jax.random.normal(k, x.shape)) for x, k in zip(leaves, keys)]
@@ -258,7 +259,7 @@ def test_export_loads_offline_in_transformers_with_equal_logits(small_vocab, tmp
     cfg = hf_bert.hf_config_to_model_config(dict(vocab_size=1000, **SMALL_SIZES))
     params = _random_params(cfg, seed=5)
     looped_dir = export.export_hf(params, cfg, tmp_path / "looped", vocab_file=small_vocab)
-    scanned_dir = export.export_hf(hf_bert.stack_layers(params), cfg.replace(scan_layers=True), tmp_path / "scanned",
+    scanned_dir = export.export_hf(hf_convert.stack_layers(params), cfg.replace(scan_layers=True), tmp_path / "scanned",
                                vocab_file=small_vocab, lowercase=True)
     looped = safetensors.numpy.load_file(looped_dir / hf_files.SAFETENSORS_FILE)
     scanned = safetensors.numpy.load_file(scanned_dir / hf_files.SAFETENSORS_FILE)
@@ -334,7 +335,7 @@ def test_missing_encoder_tensor_is_an_error(hf_random, tmp_path):
     del state["bert.encoder.layer.1.output.dense.bias"]
     cfg = hf_bert.hf_config_to_model_config(hf_files.read_hf_config(hf_random[0] / "safetensors"))
     with pytest.raises(ValueError, match=r"lacks 1 encoder tensor\(s\): bert\.encoder\.layer\.1\.output"):
-        hf_bert.hf_state_dict_to_params(state, cfg)
+        hf_convert.state_dict_to_params(hf_bert.CONVERSION, state, cfg)
 
 
 def test_pytorch_bin_without_torch_says_so(hf_random, monkeypatch):

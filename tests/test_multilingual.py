@@ -286,7 +286,8 @@ def test_korean_corpus_prepare_build_vocab_pretrain_fill_mask(tmp_path):
 
     import jax
 
-    from bert_jax import checkpoint, hf, inference, train
+    from bert_jax import checkpoint, inference, train
+    from bert_jax.interop import export, hf_convert
     from configs import demo
     from data_pipelines.sources import get_source
 
@@ -331,8 +332,8 @@ def test_korean_corpus_prepare_build_vocab_pretrain_fill_mask(tmp_path):
     assert all(c["token"] != "[UNK]" for per_text in results for per_mask in per_text for c in per_mask)
     directory, step = checkpoint.find_checkpoint_dir(workdir)
     params, _ = checkpoint.restore_params_only(
-        directory, step, hf.init_pretraining_params(loaded.model_config, jax.random.key(0)))
+        directory, step, hf_convert.init_pretraining_params(loaded.model_config, jax.random.key(0)))
     hf_dir = tmp_path / "exported"
-    hf.export_hf(params, loaded.model_config, hf_dir, vocab_file=spec["vocab_file"])
+    export.export_hf(params, loaded.model_config, hf_dir, vocab_file=spec["vocab_file"])
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["strip_accents"] is False
     _assert_fill_mask_equals_pipeline(str(hf_dir), str(workdir), KOREAN_MASKED)

@@ -7,8 +7,8 @@ import pytest
 
 from bert_jax import optim
 from bert_jax.config import ModelConfig
-from bert_jax.heads import BertForPreTraining
-from bert_jax.model import unbox
+from bert_jax.heads import PreTrainingModel
+from bert_jax.models.layers import unbox
 from data_pipelines.batch import zeros_batch
 
 
@@ -19,7 +19,7 @@ def _config(**overrides):
 
 
 def _abstract_params(scan_layers: bool):
-    model = BertForPreTraining(ModelConfig.from_size("tiny", vocab_size=64, scan_layers=scan_layers))
+    model = PreTrainingModel(ModelConfig.from_size("tiny", vocab_size=64, scan_layers=scan_layers))
     return jax.eval_shape(lambda key: model.init(key, zeros_batch(B=1, S=8, P=2))["params"], jax.random.PRNGKey(0))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax.config import ModelConfig
-from bert_jax.model import unbox
+from bert_jax.models.layers import unbox
 from bert_jax.tasks import get_task
 from bert_jax.tasks.base import summarize
 from bert_jax.tasks.pretraining import PretrainingTask

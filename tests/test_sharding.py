@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from bert_jax import model as model_lib
+from bert_jax.models import layers as model_lib
 from bert_jax import sharding
 from bert_jax.config import ModelConfig
-from bert_jax.heads import BertForPreTraining
+from bert_jax.heads import PreTrainingModel
 from data_pipelines.batch import zeros_batch
 
 
@@ -64,7 +64,7 @@ def test_normalize_rules_accepts_config_lists_and_rejects_unknown_axes():
 
 
 def _abstract_params(scan_layers: bool):
-    bert = BertForPreTraining(ModelConfig.from_size("tiny", vocab_size=64, scan_layers=scan_layers))
+    bert = PreTrainingModel(ModelConfig.from_size("tiny", vocab_size=64, scan_layers=scan_layers))
     return jax.eval_shape(lambda key: bert.init(key, zeros_batch(B=1, S=8, P=2))["params"], jax.random.PRNGKey(0))
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bert_jax import checkpoint, hf, logs, optim, run_config, sharding, steps, train
+from bert_jax import checkpoint, logs, optim, run_config, sharding, steps, train
+from bert_jax.interop import export
 from bert_jax.tasks import get_task
 from configs import demo
 from data_pipelines import tokenizer as tokenizer_lib
@@ -317,7 +318,7 @@ def test_dropped_heads_keep_their_fresh_initialisation(tmp_path, reference, fres
 def test_hugging_face_directory_is_imported(tmp_path, runs, reference, fresh_state):
     saved = saved_state(reference, STEPS)["params"]
     model_config = run_config.model_config_from(runs.config())
-    hf_dir = hf.export_hf(saved, model_config, tmp_path / "hf", vocab_file=runs.overrides["tokenizer.vocab_file"])
+    hf_dir = export.export_hf(saved, model_config, tmp_path / "hf", vocab_file=runs.overrides["tokenizer.vocab_file"])
     state, how = checkpoint.restore_or_initialize(
         _checkpointer(tmp_path / "checkpoints"), fresh_state, init_from=str(hf_dir),
         import_hf=train.hf_importer(model_config.scan_layers))

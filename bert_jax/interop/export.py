@@ -36,7 +36,7 @@ from absl import logging
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax.config import ModelConfig
-from bert_jax.interop import hf_bert, hf_files, init_source, model_card
+from bert_jax.interop import hf_convert, hf_files, init_source, model_card
 from data_pipelines import hf_tokenizer_files
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.finetune import get_finetune_reader
@@ -74,8 +74,8 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
       vocab_file: a WordPiece ``vocab.txt`` / ``tokenizer.json`` or a directory holding one.
       lowercase: ``do_lower_case`` for ``vocab_file``; None: what its files record, else True.
       tokenizer_spec: a ``load_tokenizer`` spec instead of ``vocab_file``; neither writes no tokenizer.
-      architecture: the ``transformers`` class (``hf_bert.ARCHITECTURE_PARTS``); None: from the parts
-        ``params`` hold (``hf_bert.default_architecture``).
+      architecture: the ``transformers`` class (the keys of ``architecture_parts`` of the model's
+        conversion, ``hf_convert.for_architecture``); None: from the parts ``params`` hold.
       config_extras: task fields for ``config.json`` (``id2label``, ``label2id``, ``problem_type``).
 
     Returns:
@@ -83,9 +83,10 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = hf_bert.inner_params(params)
-    architecture = architecture or hf_bert.default_architecture(params)
-    state = hf_bert.params_to_hf_state_dict(params, model_config, architecture)
+    conversion = hf_convert.for_architecture(model_config)
+    params = hf_convert.inner_params(params)
+    architecture = architecture or conversion.default_architecture(params)
+    state = hf_convert.params_to_state_dict(conversion, params, model_config, architecture)
     if vocab_file is not None:
         vocab = Path(vocab_file)
         vocab = Path(tokenizer_lib.find_wordpiece_file(vocab) or vocab / "vocab.txt") if vocab.is_dir() else vocab
@@ -104,7 +105,7 @@ def export_hf(params: Any, model_config: ModelConfig, out_dir: str | Path, *,
         pad_token_id = tokenizer.pad_id
     else:
         logging.warning("no tokenizer given: %s will have no tokenizer files", out_dir)
-    hf_files.write_json(out_dir / hf_files.CONFIG_FILE, hf_bert.model_config_to_hf_config(
+    hf_files.write_json(out_dir / hf_files.CONFIG_FILE, conversion.config_to_hf(
         model_config, pad_token_id=pad_token_id, architecture=architecture, extras=config_extras))
     hf_files.write_hf_weights(state, out_dir)
     logging.info("exported %s (%d tensors) to %s", architecture, len(state), out_dir)
@@ -115,7 +116,7 @@ TASK_CONFIG_FIELDS = ("id2label", "label2id", "problem_type")
 
 
 def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file: str | Path | None = None,
-                         lowercase: bool | None = None) -> hf_bert.ImportReport:
+                         lowercase: bool | None = None) -> hf_convert.ImportReport:
     """Imports a Hugging Face BERT directory and exports it again (e.g. ``pytorch_model.bin`` ->
     ``model.safetensors``), through our parameter tree.
 
@@ -131,8 +132,8 @@ def convert_hf_directory(source: str | Path, out_dir: str | Path, *, vocab_file:
     cfg, params, report = hf_files.load_hf_checkpoint(source)
     params = {name: value for name, value in params.items() if name not in report.missing_heads}
     architecture = (hf_config.get("architectures") or [None])[0]
-    if architecture not in hf_bert.ARCHITECTURE_PARTS or any(
-            part != "pooler" and part not in params for part in hf_bert.ARCHITECTURE_PARTS[architecture]):
+    parts = hf_convert.for_architecture(cfg).architecture_parts
+    if architecture not in parts or any(part != "pooler" and part not in params for part in parts[architecture]):
         architecture = None  # e.g. a BertForMaskedLM saved without its head: from the parts present
     if vocab_file is None:
         vocab_file = tokenizer_lib.find_wordpiece_file(source)
@@ -180,12 +181,14 @@ def _run_export_plan(saved: Mapping[str, Any], params: Mapping[str, Any], label_
                      ) -> tuple[str, str, dict[str, Any], tuple[str, ...] | None]:
     """``(run kind, transformers class, config.json task fields, label names)`` of a saved run."""
     task = dict(saved.get("task") or {})
+    conversion = hf_convert.for_architecture(saved["model"].get("architecture", "bert"))
     if task.get("name") == "pretraining":
         mlm_only = float(task.get("nsp_weight", 1.0)) == 0.0
-        return "pretraining", "BertForMaskedLM" if mlm_only else "BertForPreTraining", {}, None
+        architecture = conversion.mlm_architecture if mlm_only else conversion.pretraining_architecture
+        return "pretraining", architecture, {}, None
     kind, names = _finetune_labels(saved, label_names)
-    architecture = hf_bert.TASK_ARCHITECTURES[kind]
-    if "pooler" in hf_bert.ARCHITECTURE_PARTS[architecture] and task.get("pooling", "cls") != "cls":
+    architecture = conversion.task_architectures[kind]
+    if "pooler" in conversion.architecture_parts[architecture] and task.get("pooling", "cls") != "cls":
         raise ValueError(f"this run's head reads task.pooling={task['pooling']!r}; transformers' {architecture} "
                          "reads the [CLS] pooler output, so the export would predict differently")
     outputs = params["classifier"]["kernel"].shape[-1] if "classifier" in params else None

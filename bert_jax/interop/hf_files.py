@@ -17,7 +17,8 @@ import safetensors.numpy
 from absl import logging
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_bert import ImportReport, Params, hf_config_to_model_config, hf_state_dict_to_params
+from bert_jax.interop import hf_convert
+from bert_jax.interop.hf_convert import ImportReport, Params
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -100,7 +101,7 @@ def read_hf_weights(directory: str | Path) -> tuple[dict[str, np.ndarray], list[
 def load_hf_checkpoint(path: str | Path, *, model_config_overrides: Mapping[str, Any] | None = None,
                        rng: jax.Array | None = None, scan_layers: bool | None = None,
                        ) -> tuple[ModelConfig, Params, ImportReport]:
-    """Imports a Hugging Face BERT directory.
+    """Imports a Hugging Face directory of any registered architecture (by its ``model_type``).
 
     Args:
       path: directory with ``config.json`` and one of ``WEIGHT_FILES``.
@@ -117,9 +118,12 @@ def load_hf_checkpoint(path: str | Path, *, model_config_overrides: Mapping[str,
     overrides = dict(model_config_overrides or {})
     if scan_layers is not None:
         overrides["scan_layers"] = scan_layers
-    cfg = hf_config_to_model_config(read_hf_config(path), **overrides)
+    hf_config = read_hf_config(path)
+    conversion = hf_convert.for_model_type(hf_config)
+    cfg = conversion.config_from_hf(hf_config, **overrides)
     state_dict, files = read_hf_weights(path)
-    params, report = hf_state_dict_to_params(state_dict, cfg, rng=rng, source=tuple(map(str, files)))
+    params, report = hf_convert.state_dict_to_params(conversion, state_dict, cfg, rng=rng,
+                                                     source=tuple(map(str, files)))
     logging.info("%s", report.summary())
     for warning in report.warnings:
         logging.warning("%s", warning)

@@ -20,7 +20,7 @@ from etils import epath
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import run_config
 from bert_jax.config import RUNTIME_MODEL_FIELDS, ModelConfig
-from bert_jax.interop import hf_bert, hf_files
+from bert_jax.interop import hf_convert, hf_files
 from data_pipelines import hf_tokenizer_files
 from data_pipelines import tokenizer as tokenizer_lib
 
@@ -77,7 +77,8 @@ def resolve_init_source(init_from: str) -> InitSource:
                           tokenizer_spec(saved["tokenizer"]) if "tokenizer" in saved else None, saved or None)
     has_weights = any((path / name).exists() for name in hf_files.WEIGHT_FILES)
     if (path / hf_files.CONFIG_FILE).exists() and has_weights:
-        model_fields = hf_bert.hf_config_to_model_config(hf_files.read_hf_config(path)).to_dict()
+        hf_config = hf_files.read_hf_config(path)
+        model_fields = hf_convert.for_model_type(hf_config).config_from_hf(hf_config).to_dict()
         return InitSource("hf", str(path), model_fields, hf_tokenizer_files.find_hf_tokenizer_spec(path))
     raise FileNotFoundError(
         f"init_from={init_from}: neither a checkpoint (<workdir>/checkpoints/<step>/state) nor a Hugging Face "
@@ -107,10 +108,10 @@ def tokenizer_for(config: ml_collections.ConfigDict, source: InitSource) -> toke
 def _task_heads_to_take(hf_dir: str, template: Any, imported: Any, task_kind: str | None,
                         label_names: tuple[str, ...] | None) -> set[str]:
     """The fine-tuning heads of ``imported`` that this run keeps; logs the decision in one line."""
-    theirs = sorted(name for name in imported if name in hf_bert.TASK_HEADS)
+    theirs = sorted(name for name in imported if name in hf_convert.TASK_HEADS)
     if not theirs:
         return set()
-    ours = sorted(name for name in template if name in hf_bert.TASK_HEADS)
+    ours = sorted(name for name in template if name in hf_convert.TASK_HEADS)
     hf_config = hf_files.read_hf_config(hf_dir)
     architecture = (hf_config.get("architectures") or ["?"])[0]
     if task_kind is None or not ours:
@@ -118,7 +119,7 @@ def _task_heads_to_take(hf_dir: str, template: Any, imported: Any, task_kind: st
     elif theirs != ours:
         reason = f"its head {theirs} is not this run's {ours}"
     else:
-        reason = hf_bert.head_mismatch(hf_config, task_kind, label_names)
+        reason = hf_convert.head_mismatch(hf_convert.for_model_type(hf_config), hf_config, task_kind, label_names)
     if reason is None:
         logging.info("init_from=%s: keeping its %s head %s (same task %s%s)", hf_dir, architecture,
                      ", ".join(theirs), task_kind, f", labels {list(label_names)}" if label_names else "")
@@ -138,7 +139,7 @@ def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=Non
       label_names: the task's class names in id order, when it has classes.
 
     A fine-tuning head of the source (``classifier``, ``qa_outputs``) is kept when the task matches
-    (``hf_bert.head_mismatch``: same transformers class and label set), else dropped with a one-line
+    (``hf_convert.head_mismatch``: same transformers class and label set), else dropped with a one-line
     warning naming why; the encoder is always taken.
     """
 
@@ -148,7 +149,7 @@ def hf_importer(scan_layers: bool, task_kind: str | None = None, label_names=Non
                                          None if label_names is None else tuple(label_names))
         fresh = set(report.missing_heads)
         merged = {name: template[name]
-                  if name in fresh or name not in params or (name in hf_bert.TASK_HEADS and name not in task_heads)
+                  if name in fresh or name not in params or (name in hf_convert.TASK_HEADS and name not in task_heads)
                   else params[name] for name in template}
 
         ours = dict(jax.tree_util.tree_flatten_with_path(template)[0])

@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import models
 from bert_jax.config import ModelConfig
-from bert_jax.heads import BertForPreTraining
+from bert_jax.heads import PreTrainingModel
 from bert_jax.tasks.base import Metrics, Task, classification_sums, real_examples, safe_divide
 from data_pipelines import batch as batch_lib
 
@@ -47,12 +48,15 @@ class PretrainingTask(Task):
             raise ValueError(f"max_predictions={max_predictions} must be >= 1")
         if nsp_weight < 0:
             raise ValueError(f"nsp_weight={nsp_weight} must be >= 0")
+        if nsp_weight and not models.get(model_config.architecture).nsp:
+            raise ValueError(f"model.architecture={model_config.architecture!r} has no NSP head; "
+                             f"set task.nsp_weight=0 (got {nsp_weight})")
         self.max_predictions = max_predictions
         self.nsp_weight = float(nsp_weight)
         super().__init__(model_config)
 
     def build_model(self) -> nn.Module:
-        return BertForPreTraining(self.model_config)
+        return PreTrainingModel(self.model_config)
 
     def batch_dims(self, batch_size: int, seq_len: int) -> dict[str, int]:
         return {"B": batch_size, "S": seq_len, "P": self.max_predictions}

@@ -1,0 +1,204 @@
+"""Layers every encoder architecture composes: projections, norms, attention, feed-forward, the layer stack.
+
+Nothing here knows which architecture it is part of: an architecture file (``bert_jax/models/bert.py``,
+...) composes these pieces and the registry (``bert_jax/models/__init__.py``) picks the file from
+``ModelConfig.architecture``.
+
+Every parameter carries logical axis names (``nn.with_logical_partitioning``) and every large activation
+a logical constraint (``nn.with_logical_constraint``); ``bert_jax/sharding.py`` maps the names to mesh
+axes. No layer names a mesh axis and nothing here imports ``data_pipelines``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from bert_jax import attention
+from bert_jax.config import ModelConfig
+
+Array = jax.Array
+
+# Logical axis names of parameters.
+VOCAB, EMBED, MLP, HEADS, KV, POSITION, TYPE_VOCAB, LAYERS, CLASSES = (
+    "vocab", "embed", "mlp", "heads", "kv", "position", "type_vocab", "layers", "classes")
+EMBED_OUT = "embed_out"  # the output side of an ``[embed, embed]`` kernel (pooler, MLM transform)
+# Logical axis names of activations (kept distinct so a rule can shard a weight and not its activation).
+ACT_BATCH, ACT_LENGTH, ACT_EMBED, ACT_MLP, ACT_HEADS, ACT_KV, ACT_VOCAB = (
+    "act_batch", "act_length", "act_embed", "act_mlp", "act_heads", "act_kv", "act_vocab")
+HIDDEN_AXES = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)  # a ``[B, S, H]`` activation
+HEAD_AXES = (ACT_BATCH, ACT_LENGTH, ACT_HEADS, ACT_KV)  # a ``[B, S, N, D]`` activation
+
+
+def normal_init(config: ModelConfig, axes: tuple[str, ...]):
+    """Truncated-normal initialiser (std ``config.initializer_range``) with logical ``axes``."""
+    return nn.with_logical_partitioning(nn.initializers.truncated_normal(config.initializer_range), axes)
+
+
+def zeros_init(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones_init(axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def activation_fn(name: str):
+    """The activation named by ``ModelConfig.hidden_act``."""
+    if name == "gelu":
+        return functools.partial(jax.nn.gelu, approximate=False)
+    if name == "gelu_tanh":
+        return functools.partial(jax.nn.gelu, approximate=True)
+    return jax.nn.relu
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the hidden axis with logically named scale (and bias), statistics in fp32.
+
+    Attributes:
+      config: the model hyperparameters (``layer_norm_eps``, dtypes).
+      use_bias: whether the norm has a learned bias (BERT's does; ModernBERT's does not).
+    """
+
+    config: ModelConfig
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        return nn.LayerNorm(
+            epsilon=cfg.layer_norm_eps,
+            dtype=cfg.compute_dtype,
+            param_dtype=cfg.parameter_dtype,
+            use_bias=self.use_bias,
+            scale_init=ones_init((EMBED,)),
+            bias_init=zeros_init((EMBED,)),
+            name="norm",
+        )(x)
+
+
+def _projection_fields(config: ModelConfig, kernel_axes, bias_axes, use_bias: bool) -> dict[str, Any]:
+    """The dtype, initialiser and bias fields every projection module shares."""
+    return dict(use_bias=use_bias, dtype=config.compute_dtype, param_dtype=config.parameter_dtype,
+                kernel_init=normal_init(config, kernel_axes), bias_init=zeros_init(bias_axes))
+
+
+def dense(config: ModelConfig, features, kernel_axes, bias_axes, name, axis=-1, use_bias: bool = True,
+          ) -> nn.DenseGeneral:
+    """A projection ``[..., in] -> [..., features]`` with logically named kernel and bias."""
+    return nn.DenseGeneral(features=features, axis=axis, name=name,
+                           **_projection_fields(config, kernel_axes, bias_axes, use_bias))
+
+
+def einsum(config: ModelConfig, shape, equation, kernel_axes, bias_axes, name, use_bias: bool = True,
+           ) -> nn.Einsum:
+    """A projection whose kernel is created at its full multi-axis ``shape``.
+
+    ``nn.DenseGeneral`` initialises multi-axis kernels flat and reshapes them, which applies the
+    logical constraint of the full shape to the flat array and fails under a mesh; ``nn.Einsum``
+    initialises ``kernel`` (``shape``) and ``bias`` at their real shapes (same names and shapes).
+    """
+    return nn.Einsum(shape=shape, einsum_str=equation, name=name,
+                     **_projection_fields(config, kernel_axes, bias_axes, use_bias))
+
+
+def qkv_projections(config: ModelConfig, x: Array, use_bias: bool = True,
+                    names: tuple[str, str, str] = ("query", "key", "value")) -> tuple[Array, Array, Array]:
+    """Query, key and value ``[B, S, N, D]`` from hidden states ``[B, S, H]`` (call inside ``nn.compact``)."""
+    shape = (config.hidden_size, config.num_heads, config.head_dim)
+    projections = (einsum(config, shape, "bsh,hnd->bsnd", (EMBED, HEADS, KV), (HEADS, KV), name, use_bias)(x)
+                   for name in names)
+    return tuple(nn.with_logical_constraint(t, HEAD_AXES) for t in projections)
+
+
+def output_projection(config: ModelConfig, use_bias: bool = True, name: str = "output") -> nn.Einsum:
+    """The attention output projection ``[B, S, N, D] -> [B, S, H]``."""
+    return einsum(config, (config.num_heads, config.head_dim, config.hidden_size), "bsnd,ndh->bsh",
+                  (HEADS, KV, EMBED), (EMBED,), name, use_bias)
+
+
+class DotProductAttention(nn.Module):
+    """Softmax attention of ``[B, S, N, D]`` queries, keys and values, by ``bert_jax.attention``.
+
+    The implementation is the one ``attention.select`` picks for ``config.attention_impl`` and this
+    call; with attention dropout in training it is ``"reference"`` and drops the probabilities.
+    """
+
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, q: Array, k: Array, v: Array, mask: attention.Mask) -> Array:
+        """Returns the context ``[B, S, N, D]`` in the dtype of ``q``."""
+        cfg = self.config
+        implementation = attention.select(cfg, self.deterministic)
+        dropout = None
+        if attention.needs_dropout(cfg, self.deterministic):
+            drop = nn.Dropout(cfg.attention_dropout)
+            dropout = lambda probs: drop(probs, deterministic=False)  # noqa: E731
+        context = attention.attend(implementation, q, k, v, mask, dropout)
+        return nn.with_logical_constraint(context, HEAD_AXES)
+
+
+def feed_forward(config: ModelConfig, x: Array, use_bias: bool = True) -> Array:
+    """Dense, activation, dense: ``[B, S, H] -> [B, S, H]``, kernels ``intermediate`` and ``output``.
+
+    Call inside the caller's ``nn.compact`` method: the two projections are the caller's parameters.
+    """
+    cfg = config
+    h = dense(cfg, cfg.intermediate_size, (EMBED, MLP), (MLP,), "intermediate", use_bias=use_bias)(x)
+    h = nn.with_logical_constraint(activation_fn(cfg.hidden_act)(h), (ACT_BATCH, ACT_LENGTH, ACT_MLP))
+    return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "output", use_bias=use_bias)(h)
+
+
+@functools.cache
+def _scannable(layer_cls: type[nn.Module]) -> type[nn.Module]:
+    """``layer_cls`` with the ``(carry, *broadcast) -> (carry, None)`` signature ``nn.scan`` needs."""
+
+    def __call__(self, x, *args):  # noqa: N807
+        return layer_cls.__call__(self, x, *args), None
+
+    return type(f"Scanned{layer_cls.__name__}", (layer_cls,), {"__call__": __call__})
+
+
+class LayerStack(nn.Module):
+    """``config.num_layers`` layers: a Python loop (``layer_i``) or one scanned, stacked ``layers`` module.
+
+    Attributes:
+      config: the model hyperparameters (``num_layers``, ``scan_layers``, ``remat``).
+      layer: the layer class, built as ``layer(config, deterministic)`` and called as
+        ``layer(x, *args) -> x``; ``args`` (masks, rotary tables, ...) are the same for every layer.
+    """
+
+    config: ModelConfig
+    layer: Any
+
+    @nn.compact
+    def __call__(self, x: Array, *args: Any, deterministic: bool = True) -> Array:
+        """Runs the layers on ``x [B, S, H]`` (``deterministic`` disables dropout); ``[B, S, H]`` out."""
+        cfg = self.config
+        if cfg.scan_layers:
+            layer_cls = _scannable(self.layer)
+            layer_cls = nn.remat(layer_cls, prevent_cse=False) if cfg.remat else layer_cls
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast,) * len(args),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: LAYERS},
+            )
+            x, _ = stack(cfg, deterministic, name="layers")(x, *args)
+            return x
+        layer_cls = nn.remat(self.layer) if cfg.remat else self.layer
+        for i in range(cfg.num_layers):
+            x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, *args)
+        return x
+
+
+def unbox(tree: Any) -> Any:
+    """Strips ``nn.Partitioned`` boxes from a parameter tree (the arrays stay as they are)."""
+    return nn.meta.unbox(tree)
