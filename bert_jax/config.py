@@ -23,7 +23,7 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 # ``attention_impl`` values; ``bert_jax.attention`` says what each runs (None is "auto").
-ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn", "splash")
 
 # ModelConfig fields that describe how to run, not what was trained: a run's config.model sets them even
 # when the checkpoint it starts from names the architecture.
@@ -55,8 +55,9 @@ class ModelConfig:
       scan_layers: run the layer stack with ``nn.scan`` (one compiled layer; faster compiles).
       remat: rematerialise each layer's activations in the backward pass (saves memory).
       attention_impl: the attention implementation asked for (``bert_jax.attention``): ``None``/``"auto"``
-        or ``"fused"`` (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, or
-        ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
+        (``"splash"`` on TPU for rows of a multiple of 128 tokens, else ``"fused"``), ``"fused"``
+        (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, ``"splash"`` (Pallas
+        TPU kernel with segment ids), or ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
         runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
     """
 

@@ -50,14 +50,15 @@ def supports(seq_len: int) -> bool:
     return seq_len > 0 and seq_len % LANES == 0
 
 
-def block_size(seq_len: int) -> int:
-    """The q and kv block of the kernel's grid: the largest of 512, 256, 128 that divides ``seq_len``.
+def block_size(seq_len: int, window: Window | None = None) -> int:
+    """The q and kv block of the kernel's grid: the largest of 512, 256, 128 that divides ``seq_len``
+    (global attention: fewer grid steps), or 128 with a window (the blocks it excludes are skipped).
 
     Raises:
       ValueError: ``seq_len`` is not a multiple of 128.
     """
     for block in _BLOCKS:
-        if seq_len % block == 0:
+        if seq_len % block == 0 and (window is None or block == LANES):
             return block
     raise ValueError(f"splash attention needs a sequence length that is a multiple of {LANES}; got {seq_len}")
 
@@ -81,7 +82,7 @@ def _kernel(seq_len: int, num_heads: int, window: Window | None, interpret: bool
     """The splash kernel for ``num_heads`` local heads of ``seq_len`` tokens (mask info built once)."""
     shape = (seq_len, seq_len)
     head_mask = mask_lib.FullMask(shape) if window is None else mask_lib.LocalMask(shape, window, offset=0)
-    block = block_size(seq_len)
+    block = block_size(seq_len, window)
     blocks = kernel_lib.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
                                    block_kv_dkv=block, block_kv_dkv_compute=block, use_fused_bwd_kernel=True)
     return kernel_lib.make_splash_mha(mask_lib.MultiHeadMask([head_mask] * num_heads), block_sizes=blocks,
