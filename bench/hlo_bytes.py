@@ -31,12 +31,12 @@ _FREE = {"bitcast", "tuple", "get-tuple-element", "parameter", "constant", "afte
          "replica-id", "iota", "opt-barrier"}
 
 
-def shape_bytes(shape: str) -> float:
-    """HBM bytes of an HLO shape string (an array or a tuple of arrays): arrays whose layout places them
-    in another memory space (``S(n)``, e.g. TPU VMEM) count 0."""
+def shape_bytes(shape: str, hbm_only: bool = True) -> float:
+    """Bytes of an HLO shape string (an array or a tuple of arrays); with ``hbm_only``, arrays whose layout
+    places them in another memory space (``S(n)``, e.g. TPU VMEM) count 0."""
     total = 0.0
     for dtype, dims, layout in _ARRAY.findall(shape):
-        if re.search(r"S\(\d+\)", layout or ""):
+        if hbm_only and re.search(r"S\(\d+\)", layout or ""):
             continue
         count = 1
         for dim in filter(None, dims.split(",")):
@@ -89,7 +89,7 @@ def category(op_name: str, kind: str) -> str:
     return f"other:{kind}"
 
 
-def top_level_bytes(text: str) -> list[dict]:
+def top_level_bytes(text: str, hbm_only: bool = True) -> list[dict]:
     """One record per costed instruction of the entry computation and its while bodies.
 
     Returns:
@@ -113,9 +113,9 @@ def top_level_bytes(text: str) -> list[dict]:
     for name, shape, kind, operands, rest in parsed:
         if kind in _FREE or kind == "while" or kind.endswith("-done"):
             continue
-        read = sum(shape_bytes(shapes.get(op, "")) for op in re.findall(r"%([\w.\-]+)", operands))
+        read = sum(shape_bytes(shapes.get(op, ""), hbm_only) for op in re.findall(r"%([\w.\-]+)", operands))
         # An async start's result tuple repeats its operands; what it writes is its last element.
-        written = shape_bytes(_last_element(shape)) if kind.endswith("-start") else shape_bytes(shape)
+        written = shape_bytes(_last_element(shape) if kind.endswith("-start") else shape, hbm_only)
         op_name = (re.search(r'op_name="([^"]*)"', rest) or [None, ""])[1]
         records.append({"name": name, "kind": kind, "bytes": read + written, "out_shape": shape,
                         "op_name": op_name, "category": category(op_name, kind)})
@@ -135,9 +135,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("hlo", help="compiled.as_text() of a step")
     parser.add_argument("--top", type=int, default=25, help="largest instructions to list")
+    parser.add_argument("--all_memory_spaces", action="store_true", help="count VMEM (S(n)) operands too")
+    parser.add_argument("--grep", default=None, help="only instructions whose op_name contains this")
     args = parser.parse_args(argv)
     with open(args.hlo, encoding="utf-8") as f:
-        records = top_level_bytes(f.read())
+        records = top_level_bytes(f.read(), hbm_only=not args.all_memory_spaces)
+    if args.grep:
+        records = [r for r in records if args.grep in r["op_name"]]
     total = sum(r["bytes"] for r in records)
     print(f"total {total / 1e9:.2f} GB over {len(records)} instructions")
     for label, num_bytes, count in summarize(records):

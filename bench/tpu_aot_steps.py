@@ -73,7 +73,7 @@ def lower_ours(devices, *, size, seq_len, batch_size, num_layers=None, scan_laye
     try:
         from bert_jax import attention
 
-        info["attention"] = attention.describe(model)
+        info["attention"] = attention.describe(model, platform=devices[0].platform)
     except Exception:  # noqa: BLE001 - informational only
         pass
     return lowered, info
