@@ -9,10 +9,16 @@ the one a call uses:
   kernel on GPUs where it applies, else XLA's.
 * ``"xla"``, ``"cudnn"``: ``jax.nn.dot_product_attention`` with that implementation forced.
 
+* ``"splash"``: Pallas splash attention on TPUs (``bert_jax/splash.py``): segment ids from the mask's
+  ``sequence_ids`` and its local window, no ``[B, N, S, S]`` buffer; rows of a multiple of 128 tokens.
+  On padding rows it differs from the others (a padding query attends to padding, not to every real
+  key); real tokens agree, and nothing reads padding rows.
+
 The fused kernels have no dropout on the attention probabilities, so a TRAINING call with
 ``attention_dropout > 0`` (BERT's 0.1) runs ``"reference"`` whatever was asked; evaluation and
 dropout-free training run the fused kernel. ``attention_impl=None`` (or ``"auto"``) asks for
-``"fused"``; ``"reference"`` forces the einsum path everywhere. ``describe`` is the line the trainer logs.
+``"splash"`` on TPU backends when the row length is a multiple of 128 and for ``"fused"`` otherwise;
+``"reference"`` forces the einsum path everywhere. ``describe`` is the line the trainer logs.
 
 Every implementation takes the mask as a :class:`Mask` *description* (per-token packed-sequence ids and an
 optional local window), not as a dense array, so that kernels with segment ids and banded attention can
@@ -32,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import banded_attention
+from bert_jax import splash
 from bert_jax.config import ATTENTION_IMPLS, ModelConfig
 
 Array = jax.Array
@@ -76,10 +83,23 @@ class Mask:
         return allowed
 
 
-def requested(config: ModelConfig) -> str:
-    """The implementation ``config`` asks for (``None`` and ``"auto"`` mean ``"fused"``)."""
+def current_platform() -> str:
+    """The platform a traced call compiles for: the active (abstract) mesh's devices, else the default
+    backend (an AOT compile for compile-only TPU devices says ``"tpu"`` on a CPU host)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and getattr(mesh, "abstract_device", None) is not None:
+        return mesh.abstract_device.platform
+    return jax.default_backend()
+
+
+def requested(config: ModelConfig, seq_len: int | None = None, platform: str | None = None) -> str:
+    """The implementation ``config`` asks for; ``None``/``"auto"``: ``"splash"`` on TPU for rows of a
+    multiple of 128 tokens (any length when ``seq_len`` is None), else ``"fused"``."""
     name = config.attention_impl or "auto"
-    return "fused" if name == "auto" else name
+    if name != "auto":
+        return name
+    on_tpu = (platform or current_platform()) == "tpu"
+    return "splash" if on_tpu and (seq_len is None or splash.supports(seq_len)) else "fused"
 
 
 def needs_dropout(config: ModelConfig, deterministic: bool) -> bool:
@@ -87,16 +107,20 @@ def needs_dropout(config: ModelConfig, deterministic: bool) -> bool:
     return not deterministic and config.attention_dropout > 0.0
 
 
-def select(config: ModelConfig, deterministic: bool) -> str:
-    """The implementation a layer call runs: ``"reference"`` when it needs dropout, else the request."""
-    return "reference" if needs_dropout(config, deterministic) else requested(config)
+def select(config: ModelConfig, deterministic: bool, seq_len: int | None = None, platform: str | None = None) -> str:
+    """The implementation a layer call runs: ``"reference"`` when it needs dropout, else the request
+    (``requested``: ``seq_len`` and ``platform`` resolve ``"auto"``)."""
+    return "reference" if needs_dropout(config, deterministic) else requested(config, seq_len, platform)
 
 
-def describe(config: ModelConfig) -> str:
-    """One line saying which implementation training and evaluation use, and why."""
-    train, evaluate = select(config, deterministic=False), select(config, deterministic=True)
+def describe(config: ModelConfig, platform: str | None = None) -> str:
+    """One line saying which implementation training and evaluation use on ``platform`` (default: the
+    current one), and why."""
+    train, evaluate = (select(config, deterministic, platform=platform) for deterministic in (False, True))
     why = (f" (attention_dropout={config.attention_dropout}: the fused kernels have no dropout on the "
-           "probabilities, so training materialises [B, N, S, S])") if train != requested(config) else ""
+           "probabilities, so training materialises [B, N, S, S])") if train != requested(config, platform=platform) else ""
+    if "splash" in (train, evaluate):
+        why += " (splash: rows of a multiple of 128 tokens; other lengths run 'fused')"
     return (f"attention: model.attention_impl={config.attention_impl!r}; training runs {train!r}{why}, "
             f"evaluation runs {evaluate!r}")
 
@@ -133,10 +157,12 @@ def attend(name: str, q: Array, k: Array, v: Array, mask: Mask,
         return banded_attention.banded_attention(q, k, v, mask.sequence_ids, mask.window, dropout)
     if name == "reference":
         return reference_attention(q, k, v, mask, dropout)
-    if name not in _FUSED:
-        raise ValueError(f"attention implementation {name!r}; expected one of {('reference', *_FUSED)}")
+    if name not in _FUSED and name != "splash":
+        raise ValueError(f"attention implementation {name!r}; expected one of {('reference', 'splash', *_FUSED)}")
     if dropout is not None:
         raise ValueError(f"attention implementation {name!r} has no dropout on the probabilities; use 'reference'")
+    if name == "splash":
+        return splash.splash_attention(q, k, v, mask.sequence_ids, window=mask.window)
     return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), local_window_size=mask.window,
                                         implementation=_FUSED[name])
 

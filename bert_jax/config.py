@@ -23,7 +23,7 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 # ``attention_impl`` values; ``bert_jax.attention`` says what each runs (None is "auto").
-ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "fused", "reference", "xla", "cudnn", "splash")
 # ``remat_policy`` values: what a layer keeps for the backward pass (``bert_jax.models.layers.REMAT_POLICIES``
 # maps them to ``jax.checkpoint_policies``); None follows the boolean ``remat`` ("full" or "none").
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -61,8 +61,9 @@ class ModelConfig:
       scan_layers: run the layer stack with ``nn.scan`` (one compiled layer; faster compiles).
       remat: rematerialise each layer's activations in the backward pass (saves memory).
       attention_impl: the attention implementation asked for (``bert_jax.attention``): ``None``/``"auto"``
-        or ``"fused"`` (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, or
-        ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
+        (``"splash"`` on TPU for rows of a multiple of 128 tokens, else ``"fused"``), ``"fused"``
+        (``jax.nn.dot_product_attention`` picks cuDNN or XLA), ``"xla"``, ``"cudnn"``, ``"splash"`` (Pallas
+        TPU kernel with segment ids), or ``"reference"`` (einsums, ``[B, N, S, S]`` materialised). Training with ``attention_dropout > 0``
         runs ``"reference"`` whatever is asked: the fused kernels have no attention dropout.
       position_buckets: DeBERTa: log-bucketed relative positions, buckets each side (<= 0: exact offsets).
       max_relative_positions: DeBERTa: the longest relative offset told apart (< 1: max_position_embeddings).

@@ -150,7 +150,7 @@ class DotProductAttention(nn.Module):
     def __call__(self, q: Array, k: Array, v: Array, mask: attention.Mask) -> Array:
         """Returns the context ``[B, S, N, D]`` in the dtype of ``q``."""
         cfg = self.config
-        implementation = attention.select(cfg, self.deterministic)
+        implementation = attention.select(cfg, self.deterministic, seq_len=q.shape[1])
         dropout = None
         if attention.needs_dropout(cfg, self.deterministic):
             drop = nn.Dropout(cfg.attention_dropout)
