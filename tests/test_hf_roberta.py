@@ -194,5 +194,5 @@ def test_config_mapping_errors():
     cfg = ModelConfig.from_size("tiny", architecture="roberta", pad_token_id=1)
     with pytest.raises(ValueError, match="pads with id 3"):
         hf_roberta.model_config_to_hf_config(cfg, pad_token_id=3)
-    with pytest.raises(ValueError, match="pad_token_id=5000"):
-        ModelConfig.from_size("tiny", architecture="roberta", pad_token_id=5000)
+    with pytest.raises(ValueError, match=r"pad_token_id=5000 must be in \[0, vocab_size=5000\)"):
+        ModelConfig.from_size("tiny", architecture="roberta", vocab_size=5000, pad_token_id=5000)
