@@ -233,10 +233,13 @@ class ModelConfig:
     def train_flops_per_token(self, seq_len: int, max_predictions: int) -> float:
         """Matmul FLOPs per token for forward + backward (docs/benchmarks.md, "FLOPs and MFU").
 
-        6 x non-embedding params + 12 x layers x seq x hidden (attention scores and values) + the
-        masked-position MLM head (transform and vocabulary projection) for ``max_predictions`` per
-        sequence, spread over the sequence's tokens.
+        3 x the layer stack's forward FLOPs (``models.layer_stack_flops``; BERT: 6 x non-embedding params
+        + 12 x layers x seq x hidden for the attention scores and values; other architectures count their
+        own layers: GeGLU, windows, relative-position terms) + the masked-position MLM head (transform and
+        vocabulary projection) for ``max_predictions`` per sequence, spread over the sequence's tokens.
         """
+        from bert_jax import models  # noqa: PLC0415 - the registry imports this module
+
         h, v = self.hidden_size, self.vocab_size
         head = (max_predictions / seq_len) * 6 * (h * h + h * v)
-        return 6 * self.non_embedding_params() + 12 * self.num_layers * seq_len * h + head
+        return 3 * models.layer_stack_flops(self, seq_len) + head

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
+from bert_jax.interop.hf_convert import (Conversion, Entry, bert_layout_config,
+                                         bert_layout_fields, layer_norm, linear, vocab_rows)
 
 # Hugging Face ``hidden_act`` -> ``ModelConfig.hidden_act``, and back.
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-_EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 # Buffers that Hugging Face stores beside the weights; they hold no learned values.
 IGNORED_BUFFERS = ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
@@ -46,7 +45,7 @@ TASK_ARCHITECTURES = {
 }
 
 
-def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -> list[_Entry]:
+def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -> list[Entry]:
     """Every parameter (looped layout) with its Hugging Face key (``bert.`` prefixed, task-model style).
 
     Args:
@@ -108,28 +107,7 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(f"config.json position_embedding_type={position_type!r}; only 'absolute' is supported")
-    act = hf_config.get("hidden_act", "gelu")
-    if act not in HF_ACTIVATIONS:
-        raise ValueError(f"config.json hidden_act={act!r}; expected one of {sorted(HF_ACTIVATIONS)}")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    absent = [key for key in required if key not in hf_config]
-    if absent:
-        raise ValueError(f"config.json lacks the field(s) {absent}")
-    defaults = ModelConfig()
-    fields = dict(
-        vocab_size=hf_config["vocab_size"],
-        hidden_size=hf_config["hidden_size"],
-        num_layers=hf_config["num_hidden_layers"],
-        num_heads=hf_config["num_attention_heads"],
-        intermediate_size=hf_config["intermediate_size"],
-        hidden_act=HF_ACTIVATIONS[act],
-        hidden_dropout=hf_config.get("hidden_dropout_prob", defaults.hidden_dropout),
-        attention_dropout=hf_config.get("attention_probs_dropout_prob", defaults.attention_dropout),
-        max_position_embeddings=hf_config.get("max_position_embeddings", defaults.max_position_embeddings),
-        type_vocab_size=hf_config.get("type_vocab_size", defaults.type_vocab_size),
-        layer_norm_eps=hf_config.get("layer_norm_eps", defaults.layer_norm_eps),
-        initializer_range=hf_config.get("initializer_range", defaults.initializer_range),
-    )
+    fields = bert_layout_fields(hf_config)
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -145,49 +123,15 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0, archit
       extras: task fields laid over the result (``id2label``, ``label2id``, ``problem_type``).
     """
     return {
-        "architectures": [architecture],
-        "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": _EXPORT_ACTIVATIONS[cfg.hidden_act],
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
+        **bert_layout_config(cfg, "bert", architecture),
         "pad_token_id": pad_token_id,
         "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
         "classifier_dropout": None,
         "is_decoder": False,
         "add_cross_attention": False,
         "use_cache": True,
-        "dtype": "float32",
         **dict(extras or {}),
     }
-
-
-def default_architecture(params: Params) -> str:
-    """The ``transformers`` class for a tree's parts when nothing else says (no fine-tuning task known).
-
-    Raises:
-      ValueError: for a ``classifier`` head (its task decides: sequence classification, tagging or
-        multiple choice) or an NSP head without the MLM head.
-    """
-    if "classifier" in params:
-        raise ValueError("params have a 'classifier' head: name the architecture (BertForSequenceClassification, "
-                         "BertForTokenClassification or BertForMultipleChoice)")
-    if "qa_outputs" in params:
-        return "BertForQuestionAnswering"
-    if "mlm_head" in params:
-        return "BertForPreTraining" if "nsp_head" in params else "BertForMaskedLM"
-    if "nsp_head" in params:
-        raise ValueError("params have nsp_head but no mlm_head; transformers has no BERT class for NSP alone")
-    return "BertModel"
 
 
 CONVERSION = Conversion(
@@ -199,7 +143,6 @@ CONVERSION = Conversion(
     task_architectures=TASK_ARCHITECTURES,
     mlm_architecture="BertForMaskedLM",
     pretraining_architecture="BertForPreTraining",
-    default_architecture=default_architecture,
     config_from_hf=hf_config_to_model_config,
     config_to_hf=model_config_to_hf_config,
     ignored_buffers=IGNORED_BUFFERS,

@@ -139,6 +139,73 @@ def layer_norm(hf_prefix: str, path: tuple[str, ...], hidden: int):
 
 
 
+#: ``config.json`` activation names -> ours, and back (the BERT-layout configs' ``hidden_act``).
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+_REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def bert_layout_fields(hf_config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``ModelConfig`` fields a BERT-layout ``config.json`` (BERT, RoBERTa, Longformer, DeBERTa) spells alike.
+
+    Args:
+      hf_config: the ``config.json`` dict.
+      defaults: ``config.json`` key -> the value its ``transformers`` class assumes when the key is absent
+        (e.g. RoBERTa's ``layer_norm_eps`` 1e-5); other absent keys take ``ModelConfig``'s defaults.
+
+    Raises:
+      ValueError: naming the field, for an unsupported ``hidden_act`` or a missing size field.
+    """
+    act = hf_config.get("hidden_act", "gelu")
+    if act not in HF_ACTIVATIONS:
+        raise ValueError(f"config.json hidden_act={act!r}; expected one of {sorted(HF_ACTIVATIONS)}")
+    absent = [key for key in _REQUIRED_SIZES if key not in hf_config]
+    if absent:
+        raise ValueError(f"config.json lacks the field(s) {absent}")
+    ours = ModelConfig()
+    fallback = {"hidden_dropout_prob": ours.hidden_dropout, "attention_probs_dropout_prob": ours.attention_dropout,
+                "max_position_embeddings": ours.max_position_embeddings, "type_vocab_size": ours.type_vocab_size,
+                "layer_norm_eps": ours.layer_norm_eps, "initializer_range": ours.initializer_range,
+                **dict(defaults or {})}
+    get = lambda key: hf_config.get(key, fallback[key])  # noqa: E731
+    return dict(
+        vocab_size=hf_config["vocab_size"],
+        hidden_size=hf_config["hidden_size"],
+        num_layers=hf_config["num_hidden_layers"],
+        num_heads=hf_config["num_attention_heads"],
+        intermediate_size=hf_config["intermediate_size"],
+        hidden_act=HF_ACTIVATIONS[act],
+        hidden_dropout=get("hidden_dropout_prob"),
+        attention_dropout=get("attention_probs_dropout_prob"),
+        max_position_embeddings=get("max_position_embeddings"),
+        type_vocab_size=get("type_vocab_size"),
+        layer_norm_eps=get("layer_norm_eps"),
+        initializer_range=get("initializer_range"),
+    )
+
+
+def bert_layout_config(cfg: ModelConfig, model_type: str, architecture: str) -> dict[str, Any]:
+    """The ``config.json`` fields every BERT-layout class spells alike (the inverse of :func:`bert_layout_fields`)."""
+    return {
+        "architectures": [architecture],
+        "model_type": model_type,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": EXPORT_ACTIVATIONS[cfg.hidden_act],
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Conversion:
     """One architecture's Hugging Face layout.
@@ -154,7 +221,6 @@ class Conversion:
       mlm_architecture: the class of a pretrained model with its MLM head (``"BertForMaskedLM"``).
       pretraining_architecture: the class of a model with every pretraining head
         (``"BertForPreTraining"``: MLM and NSP); the MLM class where there is no NSP.
-      default_architecture: ``fn(params) -> class`` when nothing else says (no task known).
       config_from_hf: ``fn(hf_config, **overrides) -> ModelConfig``.
       config_to_hf: ``fn(cfg, *, pad_token_id, architecture, extras) -> config.json dict``.
       ignored_buffers: keys Hugging Face stores that hold no learned values (canonical spelling).
@@ -165,6 +231,8 @@ class Conversion:
       class_keys: ``transformers`` class -> {table key: the key that class stores the tensor under}, for
         a class that names a tensor otherwise (RoBERTa's classification head holds the pooler as
         ``classifier.dense``); read back under the table key on import.
+      choose_architecture: ``fn(params) -> class`` for a layout whose heads the rule of
+        :meth:`default_architecture` does not cover (ELECTRA's discriminator); None: that rule.
     """
 
     model_type: str
@@ -175,7 +243,6 @@ class Conversion:
     task_architectures: Mapping[str, str]
     mlm_architecture: str
     pretraining_architecture: str
-    default_architecture: Callable[[Params], str]
     config_from_hf: Callable[..., ModelConfig]
     config_to_hf: Callable[..., dict[str, Any]]
     ignored_buffers: tuple[str, ...] = ()
@@ -184,6 +251,34 @@ class Conversion:
     head_prefixes: tuple[str, ...] = ("classifier.", "qa_outputs.")
     task_heads: tuple[str, ...] = TASK_HEADS
     class_keys: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    choose_architecture: Callable[[Params], str] | None = None
+
+    def default_architecture(self, params: Params) -> str:
+        """The ``transformers`` class for a tree's heads when nothing else says (no fine-tuning task known).
+
+        ``qa_outputs``: the span class; ``mlm_head``: the pretraining class with ``nsp_head`` beside it, else
+        the MLM class; no head: the base class.
+
+        Raises:
+          ValueError: for a ``classifier`` head (its task decides the class: the message lists them), a
+            ``qa_outputs`` head without a span class, or an NSP head without the MLM head.
+        """
+        if self.choose_architecture is not None:
+            return self.choose_architecture(params)
+        if "classifier" in params:
+            names = sorted({arch for kind, arch in self.task_architectures.items() if kind != "span"})
+            raise ValueError(f"params have a 'classifier' head: name the architecture ({' or '.join(names)})")
+        if "qa_outputs" in params:
+            if "span" not in self.task_architectures:
+                raise ValueError(f"params have a 'qa_outputs' head; the {self.model_type!r} layout has no "
+                                 "question-answering class")
+            return self.task_architectures["span"]
+        if "mlm_head" in params:
+            return self.pretraining_architecture if "nsp_head" in params else self.mlm_architecture
+        if "nsp_head" in params:
+            raise ValueError(f"params have nsp_head but no mlm_head; the {self.model_type!r} layout has no class "
+                             "for NSP alone")
+        return self.base_architecture
 
     def canonical_key(self, key: str) -> str:
         """The task-model spelling of a source key: base-model prefix, ``weight``/``bias`` names, the

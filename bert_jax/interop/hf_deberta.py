@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
+from bert_jax.interop.hf_convert import (Conversion, Entry, bert_layout_config, bert_layout_fields,
+                                         layer_norm, linear, vocab_rows)
 from bert_jax.models import ENCODER
 from bert_jax.models.deberta import attention_span, attention_types
 
@@ -68,6 +68,10 @@ class DebertaConversion(Conversion):
             if key.startswith(old):
                 return new + key[len(old):]
         return super().canonical_key(key)
+
+
+#: ``DebertaV2Config``'s values of absent ``config.json`` fields that differ from ``ModelConfig``'s.
+HF_DEFAULTS = {"type_vocab_size": 0, "layer_norm_eps": 1e-7, "max_position_embeddings": 512}
 
 
 def _conversion_table(cfg: ModelConfig, classifier_outputs: int | None = None) -> list[Entry]:
@@ -127,10 +131,7 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     model_type = hf_config.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise ValueError(f"config.json model_type={model_type!r}; this is the {MODEL_TYPE!r} conversion")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    absent = [key for key in required if key not in hf_config]
-    if absent:
-        raise ValueError(f"config.json lacks the field(s) {absent}")
+    fields = bert_layout_fields(hf_config, HF_DEFAULTS)
     h, n = hf_config["hidden_size"], hf_config["num_attention_heads"]
     checks = [
         (not hf_config.get("relative_attention", False), "relative_attention=False (only relative attention is "
@@ -145,8 +146,6 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
                                                                f"{hf_config.get('pooler_hidden_act')!r} (only 'gelu')"),
         (hf_config.get("pooler_hidden_size", h) != h, f"pooler_hidden_size={hf_config.get('pooler_hidden_size')} != "
                                                       f"hidden_size={h}"),
-        (hf_config.get("hidden_act", "gelu") not in HF_ACTIVATIONS,
-         f"hidden_act={hf_config.get('hidden_act')!r}; expected one of {sorted(HF_ACTIVATIONS)}"),
     ]
     for failed, what in checks:
         if failed:
@@ -155,20 +154,8 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     if isinstance(pos_att_type, str):
         pos_att_type = pos_att_type.split("|")
     norm = [x.strip() for x in str(hf_config.get("norm_rel_ebd", "none")).lower().split("|")]
-    fields = dict(
+    fields.update(
         architecture="deberta_v2",
-        vocab_size=hf_config["vocab_size"],
-        hidden_size=h,
-        num_layers=hf_config["num_hidden_layers"],
-        num_heads=n,
-        intermediate_size=hf_config["intermediate_size"],
-        hidden_act=HF_ACTIVATIONS[hf_config.get("hidden_act", "gelu")],
-        hidden_dropout=hf_config.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf_config.get("attention_probs_dropout_prob", 0.1),
-        max_position_embeddings=hf_config.get("max_position_embeddings", 512),
-        type_vocab_size=hf_config.get("type_vocab_size", 0),
-        layer_norm_eps=hf_config.get("layer_norm_eps", 1e-7),
-        initializer_range=hf_config.get("initializer_range", 0.02),
         position_buckets=hf_config.get("position_buckets", -1),
         max_relative_positions=hf_config.get("max_relative_positions", -1),
         pos_att_type="|".join(t for t in ("c2p", "p2c") if t in {p.strip().lower() for p in pos_att_type}),
@@ -185,20 +172,7 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
                               extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The Hugging Face ``config.json`` of ``cfg`` (a ``transformers.DebertaV2Config`` dict, ``legacy=True``)."""
     return {
-        "architectures": [architecture],
-        "model_type": MODEL_TYPE,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": _EXPORT_ACTIVATIONS[cfg.hidden_act],
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
+        **bert_layout_config(cfg, MODEL_TYPE, architecture),
         "relative_attention": True,
         "max_relative_positions": cfg.max_relative_positions,
         "position_buckets": cfg.position_buckets,
@@ -211,24 +185,8 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
         "pooler_dropout": 0.0,
         "legacy": True,
         "pad_token_id": pad_token_id,
-        "tie_word_embeddings": True,
-        "dtype": "float32",
         **dict(extras or {}),
     }
-
-
-def default_architecture(params: Params) -> str:
-    """The ``transformers`` class for a tree's parts when nothing else says.
-
-    Raises:
-      ValueError: for a ``classifier`` head (its task decides which class).
-    """
-    if "classifier" in params:
-        raise ValueError("params have a 'classifier' head: name the architecture (DebertaV2ForSequenceClassification, "
-                         "DebertaV2ForTokenClassification or DebertaV2ForMultipleChoice)")
-    if "qa_outputs" in params:
-        return "DebertaV2ForQuestionAnswering"
-    return "DebertaV2ForMaskedLM" if "mlm_head" in params else "DebertaV2Model"
 
 
 CONVERSION = DebertaConversion(
@@ -240,7 +198,6 @@ CONVERSION = DebertaConversion(
     task_architectures=TASK_ARCHITECTURES,
     mlm_architecture="DebertaV2ForMaskedLM",
     pretraining_architecture="DebertaV2ForMaskedLM",
-    default_architecture=default_architecture,
     config_from_hf=hf_config_to_model_config,
     config_to_hf=model_config_to_hf_config,
     ignored_buffers=IGNORED_BUFFERS,

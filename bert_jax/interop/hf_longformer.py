@@ -24,10 +24,9 @@ from typing import Any
 from absl import logging
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_bert import HF_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
+from bert_jax.interop.hf_convert import (Conversion, Entry, bert_layout_config, bert_layout_fields,
+                                         layer_norm, linear, vocab_rows)
 
-_EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 PREFIX = "longformer"
 IGNORED_BUFFERS = (f"{PREFIX}.embeddings.position_ids", f"{PREFIX}.embeddings.token_type_ids")
 TIED_KEYS = {
@@ -110,29 +109,10 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     model_type = hf_config.get("model_type")
     if model_type != "longformer":
         raise ValueError(f"config.json model_type={model_type!r}; this is the 'longformer' conversion")
-    act = hf_config.get("hidden_act", "gelu")
-    if act not in HF_ACTIVATIONS:
-        raise ValueError(f"config.json hidden_act={act!r}; expected one of {sorted(HF_ACTIVATIONS)}")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    absent = [key for key in required if key not in hf_config]
-    if absent:
-        raise ValueError(f"config.json lacks the field(s) {absent}")
     window = hf_config.get("attention_window", 512)
-    defaults = ModelConfig()
     fields = dict(
+        bert_layout_fields(hf_config),
         architecture="longformer",
-        vocab_size=hf_config["vocab_size"],
-        hidden_size=hf_config["hidden_size"],
-        num_layers=hf_config["num_hidden_layers"],
-        num_heads=hf_config["num_attention_heads"],
-        intermediate_size=hf_config["intermediate_size"],
-        hidden_act=HF_ACTIVATIONS[act],
-        hidden_dropout=hf_config.get("hidden_dropout_prob", defaults.hidden_dropout),
-        attention_dropout=hf_config.get("attention_probs_dropout_prob", defaults.attention_dropout),
-        max_position_embeddings=hf_config.get("max_position_embeddings", defaults.max_position_embeddings),
-        type_vocab_size=hf_config.get("type_vocab_size", defaults.type_vocab_size),
-        layer_norm_eps=hf_config.get("layer_norm_eps", defaults.layer_norm_eps),
-        initializer_range=hf_config.get("initializer_range", defaults.initializer_range),
         attention_window=tuple(window) if isinstance(window, (list, tuple)) else (int(window),),
         pad_token_id=hf_config.get("pad_token_id", 1),
     )
@@ -154,42 +134,11 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
                         cfg.pad_token_id)
     windows = list(cfg.attention_window) * (cfg.num_layers if len(cfg.attention_window) == 1 else 1)
     return {
-        "architectures": [architecture],
-        "model_type": "longformer",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": _EXPORT_ACTIVATIONS[cfg.hidden_act],
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
+        **bert_layout_config(cfg, "longformer", architecture),
         "attention_window": windows,
         "pad_token_id": cfg.pad_token_id,
-        "tie_word_embeddings": True,
-        "dtype": "float32",
         **dict(extras or {}),
     }
-
-
-def default_architecture(params: Params) -> str:
-    """The ``transformers`` class for a tree's parts when nothing else says.
-
-    Raises:
-      ValueError: for a ``classifier`` head (its task decides the class).
-    """
-    if "classifier" in params:
-        raise ValueError("params have a 'classifier' head: name the architecture (LongformerForSequenceClassification, "
-                         "LongformerForTokenClassification or LongformerForMultipleChoice)")
-    if "qa_outputs" in params:
-        return "LongformerForQuestionAnswering"
-    if "mlm_head" in params:
-        return "LongformerForMaskedLM"
-    return "LongformerModel"
 
 
 CONVERSION = Conversion(
@@ -201,7 +150,6 @@ CONVERSION = Conversion(
     task_architectures=TASK_ARCHITECTURES,
     mlm_architecture="LongformerForMaskedLM",
     pretraining_architecture="LongformerForMaskedLM",
-    default_architecture=default_architecture,
     config_from_hf=hf_config_to_model_config,
     config_to_hf=model_config_to_hf_config,
     ignored_buffers=IGNORED_BUFFERS,

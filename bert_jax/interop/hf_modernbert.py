@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
+from bert_jax.interop.hf_convert import EXPORT_ACTIVATIONS, HF_ACTIVATIONS
+from bert_jax.interop.hf_convert import Conversion, Entry, layer_norm, linear, vocab_rows
 from bert_jax.models import modernbert
 
 # Decoder keys tied to another tensor: alias -> the key that carries the value.
@@ -193,8 +193,8 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads,
         "intermediate_size": cfg.intermediate_size,
-        "hidden_activation": _EXPORT_ACTIVATIONS[cfg.hidden_act],
-        "classifier_activation": _EXPORT_ACTIVATIONS[cfg.classifier_act],
+        "hidden_activation": EXPORT_ACTIVATIONS[cfg.hidden_act],
+        "classifier_activation": EXPORT_ACTIVATIONS[cfg.classifier_act],
         "max_position_embeddings": cfg.max_position_embeddings,
         "initializer_range": cfg.initializer_range,
         "norm_eps": cfg.layer_norm_eps,
@@ -223,21 +223,6 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
     }
 
 
-def default_architecture(params: Params) -> str:
-    """The ``transformers`` class for a tree's parts when nothing else says (no fine-tuning task known).
-
-    Raises:
-      ValueError: for a ``classifier`` head (its task decides the class) or a ``qa_outputs`` head.
-    """
-    if "classifier" in params:
-        raise ValueError("params have a 'classifier' head: name the architecture (ModernBertForSequenceClassification "
-                         "or ModernBertForMultipleChoice)")
-    if "qa_outputs" in params:
-        raise ValueError("params have a 'qa_outputs' head; its transformers class (ModernBertForQuestionAnswering) "
-                         "puts a prediction head on every token, which our SpanModel lacks")
-    return "ModernBertForMaskedLM" if "mlm_head" in params else "ModernBertModel"
-
-
 CONVERSION = Conversion(
     model_type="modernbert",
     prefix="model",
@@ -247,7 +232,6 @@ CONVERSION = Conversion(
     task_architectures=TASK_ARCHITECTURES,
     mlm_architecture="ModernBertForMaskedLM",
     pretraining_architecture="ModernBertForMaskedLM",
-    default_architecture=default_architecture,
     config_from_hf=hf_config_to_model_config,
     config_to_hf=model_config_to_hf_config,
     tied_keys=TIED_KEYS,

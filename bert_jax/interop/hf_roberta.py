@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bert_jax.config import ModelConfig
-from bert_jax.interop.hf_bert import HF_ACTIVATIONS, _EXPORT_ACTIVATIONS
-from bert_jax.interop.hf_convert import Conversion, Entry, Params, layer_norm, linear, vocab_rows
+from bert_jax.interop.hf_convert import (Conversion, Entry, bert_layout_config, bert_layout_fields,
+                                         layer_norm, linear, vocab_rows)
 
 PREFIX = "roberta"
 IGNORED_BUFFERS = ("roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids")
@@ -100,31 +100,8 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(f"config.json position_embedding_type={position_type!r}; only 'absolute' is supported")
-    act = hf_config.get("hidden_act", "gelu")
-    if act not in HF_ACTIVATIONS:
-        raise ValueError(f"config.json hidden_act={act!r}; expected one of {sorted(HF_ACTIVATIONS)}")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    absent = [key for key in required if key not in hf_config]
-    if absent:
-        raise ValueError(f"config.json lacks the field(s) {absent}")
-    defaults = ModelConfig()
-    get = lambda key: hf_config.get(key, HF_DEFAULTS[key])  # noqa: E731
-    fields = dict(
-        architecture="roberta",
-        vocab_size=hf_config["vocab_size"],
-        hidden_size=hf_config["hidden_size"],
-        num_layers=hf_config["num_hidden_layers"],
-        num_heads=hf_config["num_attention_heads"],
-        intermediate_size=hf_config["intermediate_size"],
-        hidden_act=HF_ACTIVATIONS[act],
-        hidden_dropout=hf_config.get("hidden_dropout_prob", defaults.hidden_dropout),
-        attention_dropout=hf_config.get("attention_probs_dropout_prob", defaults.attention_dropout),
-        max_position_embeddings=get("max_position_embeddings"),
-        type_vocab_size=get("type_vocab_size"),
-        layer_norm_eps=get("layer_norm_eps"),
-        initializer_range=hf_config.get("initializer_range", defaults.initializer_range),
-        pad_token_id=get("pad_token_id"),
-    )
+    fields = dict(bert_layout_fields(hf_config, HF_DEFAULTS), architecture="roberta",
+                  pad_token_id=hf_config.get("pad_token_id", HF_DEFAULTS["pad_token_id"]))
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -148,46 +125,15 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int | None = No
         raise ValueError(f"the tokenizer pads with id {pad_token_id}, the model's positions count from "
                          f"model.pad_token_id={cfg.pad_token_id}; they must be equal for transformers' RoBERTa")
     return {
-        "architectures": [architecture],
-        "model_type": "roberta",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": _EXPORT_ACTIVATIONS[cfg.hidden_act],
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
+        **bert_layout_config(cfg, "roberta", architecture),
         "pad_token_id": cfg.pad_token_id,
         "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
         "classifier_dropout": None,
         "is_decoder": False,
         "add_cross_attention": False,
         "use_cache": True,
-        "dtype": "float32",
         **dict(extras or {}),
     }
-
-
-def default_architecture(params: Params) -> str:
-    """The ``transformers`` class for a tree's parts when nothing else says (no fine-tuning task known).
-
-    Raises:
-      ValueError: for a ``classifier`` head (its task decides the class).
-    """
-    if "classifier" in params:
-        raise ValueError("params have a 'classifier' head: name the architecture (RobertaForSequenceClassification, "
-                         "RobertaForTokenClassification or RobertaForMultipleChoice)")
-    if "qa_outputs" in params:
-        return "RobertaForQuestionAnswering"
-    if "mlm_head" in params:
-        return "RobertaForMaskedLM"
-    return "RobertaModel"
 
 
 CONVERSION = Conversion(
@@ -199,7 +145,6 @@ CONVERSION = Conversion(
     task_architectures=TASK_ARCHITECTURES,
     mlm_architecture="RobertaForMaskedLM",
     pretraining_architecture="RobertaForMaskedLM",
-    default_architecture=default_architecture,
     config_from_hf=hf_config_to_model_config,
     config_to_hf=model_config_to_hf_config,
     ignored_buffers=IGNORED_BUFFERS,

@@ -56,6 +56,9 @@ class Architecture:
         Longformer: ``pad_token_id + 1``); a row holds at most ``max_position_embeddings - offset`` tokens.
       word_embeddings: the path of the token-embedding table ``[V, H]`` inside the encoder's parameters
         (what replaced-token detection shares between its generator and discriminator).
+      layer_flops: None (BERT's layer), or ``fn(config, seq_len) -> float``: the forward matmul FLOPs per
+        token of the whole layer stack (projections, feed-forward, attention over the keys a query
+        really sees); training counts 3x (``ModelConfig.train_flops_per_token``).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Architecture:
     global_attention: bool = False
     position_offset: Any = lambda config: 0
     word_embeddings: tuple[str, ...] = ("embeddings", "word_embeddings")
+    layer_flops: Any = None
 
 
 def names() -> tuple[str, ...]:
@@ -94,6 +98,17 @@ def encoder(config) -> Any:
 def max_length(config) -> int:
     """The most tokens a row of ``config`` (a ``ModelConfig``) can hold: its positions past the offset."""
     return config.max_position_embeddings - get(config.architecture).position_offset(config)
+
+
+def layer_stack_flops(config, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of ``config``'s layer stack (its architecture's ``layer_flops``).
+
+    BERT's layer (the default): 2 x the layer weights + ``4 x seq_len x hidden`` (scores and values).
+    """
+    spec = get(config.architecture)
+    if spec.layer_flops is not None:
+        return spec.layer_flops(config, seq_len)
+    return 2 * config.non_embedding_params() + 4 * config.num_layers * seq_len * config.hidden_size
 
 
 def conversion(config_or_name) -> Any:

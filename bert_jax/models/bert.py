@@ -71,10 +71,7 @@ class SelfAttention(nn.Module):
         cfg = self.config
         q, k, v = layers.qkv_projections(cfg, x)
         context = layers.DotProductAttention(cfg, self.deterministic, name="core")(q, k, v, mask)
-        out = layers.output_projection(cfg)(context)
-        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(out + x)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.output_projection(cfg)(context), x)
 
 
 class TransformerLayer(nn.Module):
@@ -87,10 +84,7 @@ class TransformerLayer(nn.Module):
     def __call__(self, x: Array, mask: attention.Mask) -> Array:
         cfg = self.config
         x = SelfAttention(cfg, self.deterministic, name="attention")(x, mask)
-        h = layers.feed_forward(cfg, x)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(h + x)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.feed_forward(cfg, x), x)
 
 
 class BertModel(nn.Module):
@@ -124,12 +118,8 @@ class BertModel(nn.Module):
         Returns:
           ``(sequence_output [B, S, H], pooled_output [B, H])`` in the compute dtype.
         """
-        if segment_ids is None:
-            segment_ids = jnp.zeros_like(input_ids)
-        if sequence_ids is None:
-            sequence_ids = jnp.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        segment_ids, sequence_ids, position_ids = layers.encoder_inputs(input_ids, segment_ids, sequence_ids,
+                                                                        position_ids)
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
         x = self.encoder(x, attention.Mask(sequence_ids), deterministic=deterministic)
         pooled = jnp.tanh(self.pooler(x[:, 0]))

@@ -200,10 +200,8 @@ class DisentangledSelfAttention(nn.Module):
             drop = nn.Dropout(cfg.attention_dropout)
             dropout = lambda probs: drop(probs, deterministic=False)  # noqa: E731
         context = biased_attention(attention.select(cfg, self.deterministic), q, k, v, bias, allowed, scale, dropout)
-        out = layers.output_projection(cfg)(constrain(context))
-        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(out + query_states)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.output_projection(cfg)(constrain(context)),
+                                    query_states)
 
 
 class DebertaLayer(nn.Module):
@@ -219,10 +217,7 @@ class DebertaLayer(nn.Module):
         cfg = self.config
         x = DisentangledSelfAttention(cfg, self.deterministic, name="attention")(
             x, allowed, rel_embeddings, index, query_states)
-        h = layers.feed_forward(cfg, x)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(h + x)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.feed_forward(cfg, x), x)
 
 
 class CarryingDebertaLayer(DebertaLayer):
@@ -300,12 +295,8 @@ class DebertaV2Model(nn.Module):
 
     def _run(self, input_ids, segment_ids, sequence_ids, position_ids, deterministic):
         """``(last hidden [B, S, H], second-to-last hidden or None, pooled [B, H], layer args)``."""
-        if segment_ids is None:
-            segment_ids = jnp.zeros_like(input_ids)
-        if sequence_ids is None:
-            sequence_ids = jnp.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        segment_ids, sequence_ids, position_ids = layers.encoder_inputs(input_ids, segment_ids, sequence_ids,
+                                                                        position_ids)
         length = input_ids.shape[1]
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
         rel = self._relative_embeddings()
@@ -347,9 +338,7 @@ class DebertaV2Model(nn.Module):
         if not self.config.enhanced_mask_decoder or self.config.num_layers == 0:  # no last layer: no EMD
             return gather(hidden), hidden, pooled
         cfg = self.config
-        sequence_ids = jnp.ones_like(input_ids) if sequence_ids is None else sequence_ids
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        _, sequence_ids, position_ids = layers.encoder_inputs(input_ids, None, sequence_ids, position_ids)
         query = gather(previous) + self.embeddings.positions(
             jnp.take_along_axis(position_ids, masked_positions.astype(jnp.int32), axis=1))
         allowed = query_key_mask(jnp.take_along_axis(sequence_ids, masked_positions.astype(jnp.int32), axis=1),
@@ -368,6 +357,14 @@ class DebertaV2Model(nn.Module):
         return self.embeddings.attend(x)
 
 
+def layer_flops(config: ModelConfig, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of the stack: BERT's layer, plus each position term's (c2p, p2c) scores
+    against the ``2 x attention_span`` relative rows (at most ``2 x seq_len``)."""
+    rows = min(2 * attention_span(config), 2 * seq_len)
+    dense = 2 * config.non_embedding_params() + 4 * config.num_layers * seq_len * config.hidden_size
+    return dense + config.num_layers * len(attention_types(config)) * 2 * rows * config.hidden_size
+
+
 ARCHITECTURE = Architecture(
     name="deberta_v2",
     encoder=DebertaV2Model,
@@ -377,4 +374,5 @@ ARCHITECTURE = Architecture(
     summary="DeBERTa-v2/v3 (2021): disentangled c2p/p2c attention over log-bucketed relative positions, no "
             "absolute input positions, gelu ContextPooler; MLM (optionally the Enhanced Mask Decoder)",
     masked_states="masked_states",
+    layer_flops=layer_flops,
 )

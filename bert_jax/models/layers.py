@@ -191,6 +191,32 @@ def feed_forward(config: ModelConfig, x: Array, use_bias: bool = True) -> Array:
     return dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), "output", use_bias=use_bias)(h)
 
 
+def residual_norm(config: ModelConfig, deterministic: bool, out: Array, residual: Array) -> Array:
+    """The post-LN residual step: ``LayerNorm(dropout(out) + residual)``, ``[B, S, H]`` (or ``[B, Q, H]``).
+
+    Call inside the caller's ``nn.compact`` method: the norm is the caller's ``layer_norm``.
+    """
+    out = nn.Dropout(config.hidden_dropout)(out, deterministic=deterministic)
+    out = LayerNorm(config, name="layer_norm")(out + residual)
+    return nn.with_logical_constraint(out, HIDDEN_AXES)
+
+
+def encoder_inputs(input_ids: Array, segment_ids: Array | None = None, sequence_ids: Array | None = None,
+                   position_ids: Array | None = None) -> tuple[Array, Array, Array]:
+    """The encoders' defaults for absent inputs: token type 0, one unpadded sequence a row, positions ``0..S-1``.
+
+    Returns:
+      ``(segment_ids, sequence_ids, position_ids)``, each ``[B, S]`` like ``input_ids`` (given ones unchanged).
+    """
+    if segment_ids is None:
+        segment_ids = jnp.zeros_like(input_ids)
+    if sequence_ids is None:
+        sequence_ids = jnp.ones_like(input_ids)
+    if position_ids is None:
+        position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+    return segment_ids, sequence_ids, position_ids
+
+
 # ``ModelConfig.remat_policy`` -> what a rematerialised layer saves for the backward pass (None: nothing
 # but its inputs, i.e. everything is recomputed). "none" is absent: the layer is not rematerialised at all.
 REMAT_POLICIES = {

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from bert_jax import attention
 from bert_jax.config import ModelConfig
 from bert_jax.models import Architecture, bert, layers, roberta, sliding_window
-from bert_jax.models.layers import EMBED, EMBED_OUT, HEAD_AXES, HEADS, HIDDEN_AXES, KV, LayerNorm
+from bert_jax.models.layers import EMBED, EMBED_OUT, HEAD_AXES, HEADS, KV
 
 Array = jax.Array
 _NEG_INF = -1e9
@@ -133,10 +133,7 @@ class LongformerSelfAttention(nn.Module):
         context = jnp.where(mask.is_global[:, :, None, None], _gather(global_context, mask.slot), local)
         context = nn.with_logical_constraint(context.astype(x.dtype), HEAD_AXES)
 
-        out = layers.output_projection(cfg)(context)
-        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(out + x)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.output_projection(cfg)(context), x)
 
 
 class LongformerLayer(nn.Module):
@@ -150,10 +147,7 @@ class LongformerLayer(nn.Module):
         cfg = self.config
         window = layer_window(cfg, self.name or "")
         x = LongformerSelfAttention(cfg, self.deterministic, window, name="attention")(x, mask)
-        h = layers.feed_forward(cfg, x)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
-        out = LayerNorm(cfg, name="layer_norm")(h + x)
-        return nn.with_logical_constraint(out, HIDDEN_AXES)
+        return layers.residual_norm(cfg, self.deterministic, layers.feed_forward(cfg, x), x)
 
 
 def first_tokens(sequence_ids: Array, position_ids: Array) -> Array:
@@ -196,12 +190,10 @@ class LongformerModel(nn.Module):
           ``(sequence_output [B, S, H], pooled_output [B, H])`` in the compute dtype.
         """
         cfg = self.config
-        if sequence_ids is None:
-            sequence_ids = jnp.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
-        if segment_ids is None or cfg.type_vocab_size == 1:
-            segment_ids = jnp.zeros_like(input_ids)
+        if cfg.type_vocab_size == 1:
+            segment_ids = None
+        segment_ids, sequence_ids, position_ids = layers.encoder_inputs(input_ids, segment_ids, sequence_ids,
+                                                                        position_ids)
         if global_attention_mask is None:
             global_attention_mask = first_tokens(sequence_ids, position_ids)
         positions = roberta.roberta_positions(position_ids, sequence_ids, cfg.pad_token_id)
@@ -221,6 +213,17 @@ class LMHead(bert.MLMHead):
     activation: str | None = "gelu"
 
 
+def layer_flops(config: ModelConfig, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of the stack: BERT's projections and feed-forward, the global key and
+    value projections (every token; the global queries are few), and scores + values over each layer's
+    ``attention_window + 1`` keys (at most ``seq_len``)."""
+    h, i = config.hidden_size, config.intermediate_size
+    windows = [config.attention_window[0]] * config.num_layers if len(config.attention_window) == 1 else \
+        config.attention_window
+    keys = sum(min(seq_len, w + 1) for w in windows)
+    return config.num_layers * 2 * (6 * h * h + 2 * h * i) + 4 * keys * h
+
+
 ARCHITECTURE = Architecture(
     name="longformer",
     encoder=LongformerModel,
@@ -230,5 +233,6 @@ ARCHITECTURE = Architecture(
     summary="Longformer (2020): RoBERTa with sliding-window attention per layer + global attention on chosen "
             "tokens (separate global q/k/v); memory linear in S; MLM only",
     global_attention=True,
+    layer_flops=layer_flops,
     position_offset=lambda config: config.pad_token_id + 1,
 )

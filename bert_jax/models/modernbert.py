@@ -200,10 +200,7 @@ class ModernBertModel(nn.Module):
         """
         del segment_ids
         cfg = self.config
-        if sequence_ids is None:
-            sequence_ids = jnp.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        _, sequence_ids, position_ids = layers.encoder_inputs(input_ids, None, sequence_ids, position_ids)
         global_rope = rotary.rotary_tables(position_ids, cfg.head_dim, cfg.rope_theta)
         local_rope = rotary.rotary_tables(position_ids, cfg.head_dim, cfg.local_rope_theta)
         x = self.embeddings(input_ids, deterministic)
@@ -239,6 +236,15 @@ class MLMHead(nn.Module):
         return nn.with_logical_constraint(logits, (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
 
 
+def layer_flops(config: ModelConfig, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of the stack: Wqkv + Wo, GeGLU (``Wi [H, 2I]``, ``Wo``), and scores +
+    values over ``seq_len`` keys in the global layers and the window's ``local_attention + 1`` in the local ones."""
+    h, i = config.hidden_size, config.intermediate_size
+    keys = sum(seq_len if is_global_layer(config, n) else min(seq_len, config.local_attention + 1)
+               for n in range(config.num_layers))
+    return config.num_layers * 2 * (4 * h * h + 3 * h * i) + 4 * keys * h
+
+
 ARCHITECTURE = Architecture(
     name="modernbert",
     encoder=ModernBertModel,
@@ -247,4 +253,5 @@ ARCHITECTURE = Architecture(
     hf_conversion="bert_jax.interop.hf_modernbert",
     summary="ModernBERT (2024): RoPE (global/local theta), GeGLU, pre-LN, no biases, global attention every "
             "N layers and sliding-window local attention elsewhere, 8,192 tokens; MLM only",
+    layer_flops=layer_flops,
 )

@@ -80,10 +80,7 @@ class RobertaModel(BertModel):
         Returns:
           ``(sequence_output [B, S, H], pooled_output [B, H])`` in the compute dtype.
         """
-        if sequence_ids is None:
-            sequence_ids = jnp.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        _, sequence_ids, position_ids = layers.encoder_inputs(input_ids, None, sequence_ids, position_ids)
         positions = roberta_positions(position_ids, sequence_ids, self.config.pad_token_id)
         return super().__call__(input_ids, segment_ids, sequence_ids, positions, deterministic)
 
