@@ -134,3 +134,29 @@ def test_matmul_benchmark_reports_a_rate_per_framework_and_dtype(capsys):
     assert "[64, 32] x [32, 48]" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_matmul.main(["--dtypes=float16"])
+
+
+@pytest.mark.parametrize("architecture, over", [("bert", 1.15), ("modernbert", 1.15), ("deberta_v2", 1.15),
+                                                ("longformer", 1.6)])
+def test_layer_stack_flops_match_the_compilers_count(architecture, over):
+    """Each architecture's counted FLOPs (``models.layer_stack_flops``) against XLA's own count of the encoder's
+    forward pass, with windows and relative-position spans shorter than the row. XLA also counts softmax,
+    LayerNorm and activations (~7% at this size), and Longformer's blocked band computes keys outside the
+    window (each block of queries against three blocks of keys), so its compiled count is higher."""
+    from bert_jax import models
+
+    cfg = ModelConfig.from_size("tiny", architecture=architecture).replace(
+        dtype="float32", vocab_size=128, position_buckets=16, attention_window=(32,), local_attention=32)
+    seq_len = 256
+    encoder = models.encoder(cfg)
+    ids = np.ones((2, seq_len), np.int32)
+    params = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), ids)
+    cost = jax.jit(lambda p, i: encoder.apply(p, i)[0]).lower(params, ids).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    compiled = cost["flops"] / ids.size
+    counted = models.layer_stack_flops(cfg, seq_len)
+    assert counted <= compiled <= over * counted, (compiled, counted)
+    if architecture in ("modernbert", "longformer"):  # windowed layers count their window, not the row
+        wide = cfg.replace(attention_window=(1024,), local_attention=1024)
+        growth = models.layer_stack_flops(cfg, 512) - models.layer_stack_flops(cfg, 256)
+        assert growth < models.layer_stack_flops(wide, 512) - models.layer_stack_flops(wide, 256)

@@ -24,6 +24,7 @@ from typing import Any
 from absl import logging
 
 from bert_jax.config import ModelConfig
+from bert_jax.models import longformer
 from bert_jax.interop.hf_convert import (Conversion, Entry, bert_layout_config, bert_layout_fields,
                                          layer_norm, linear, vocab_rows)
 
@@ -132,7 +133,7 @@ def model_config_to_hf_config(cfg: ModelConfig, *, pad_token_id: int = 0,
         logging.warning("the tokenizer's pad id %d differs from model.pad_token_id=%d, which config.json records: "
                         "transformers will count positions from pad id %d", pad_token_id, cfg.pad_token_id,
                         cfg.pad_token_id)
-    windows = list(cfg.attention_window) * (cfg.num_layers if len(cfg.attention_window) == 1 else 1)
+    windows = longformer.layer_windows(cfg)
     return {
         **bert_layout_config(cfg, "longformer", architecture),
         "attention_window": windows,

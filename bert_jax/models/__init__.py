@@ -100,15 +100,17 @@ def max_length(config) -> int:
     return config.max_position_embeddings - get(config.architecture).position_offset(config)
 
 
-def layer_stack_flops(config, seq_len: int) -> float:
-    """Forward matmul FLOPs per token of ``config``'s layer stack (its architecture's ``layer_flops``).
-
-    BERT's layer (the default): 2 x the layer weights + ``4 x seq_len x hidden`` (scores and values).
-    """
-    spec = get(config.architecture)
-    if spec.layer_flops is not None:
-        return spec.layer_flops(config, seq_len)
+def bert_stack_flops(config, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of a stack of BERT layers: 2 x the layer weights + ``4 x seq_len x hidden``
+    per layer (attention scores and values over every key)."""
     return 2 * config.non_embedding_params() + 4 * config.num_layers * seq_len * config.hidden_size
+
+
+def layer_stack_flops(config, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of ``config``'s layer stack: its architecture's ``layer_flops``, else
+    :func:`bert_stack_flops`."""
+    spec = get(config.architecture)
+    return (spec.layer_flops or bert_stack_flops)(config, seq_len)
 
 
 def conversion(config_or_name) -> Any:

@@ -47,7 +47,7 @@ import numpy as np
 
 from bert_jax import attention
 from bert_jax.config import ModelConfig
-from bert_jax.models import Architecture, bert, layers
+from bert_jax.models import Architecture, bert, bert_stack_flops, layers
 from bert_jax.models.layers import (ACT_HEADS, ACT_KV, EMBED, EMBED_OUT, HEADS, HIDDEN_AXES, KV, POSITION, TYPE_VOCAB,
                                     VOCAB, LayerNorm)
 
@@ -361,8 +361,7 @@ def layer_flops(config: ModelConfig, seq_len: int) -> float:
     """Forward matmul FLOPs per token of the stack: BERT's layer, plus each position term's (c2p, p2c) scores
     against the ``2 x attention_span`` relative rows (at most ``2 x seq_len``)."""
     rows = min(2 * attention_span(config), 2 * seq_len)
-    dense = 2 * config.non_embedding_params() + 4 * config.num_layers * seq_len * config.hidden_size
-    return dense + config.num_layers * len(attention_types(config)) * 2 * rows * config.hidden_size
+    return bert_stack_flops(config, seq_len) + config.num_layers * len(attention_types(config)) * 2 * rows * config.hidden_size
 
 
 ARCHITECTURE = Architecture(

@@ -77,6 +77,12 @@ class GlobalMask:
         return cls(sequence_ids, is_global, jnp.where(is_global, slot, 0), index, valid, slot_ids)
 
 
+def layer_windows(config: ModelConfig) -> list[int]:
+    """Every layer's (two-sided) window, one per layer: Hugging Face's ``attention_window`` list."""
+    windows = config.attention_window
+    return list(windows) * config.num_layers if len(windows) == 1 else list(windows)
+
+
 def layer_window(config: ModelConfig, layer_name: str) -> int:
     """The one-sided window of the layer named ``layer_i`` (a scanned stack has one window for all)."""
     windows = config.attention_window
@@ -218,9 +224,7 @@ def layer_flops(config: ModelConfig, seq_len: int) -> float:
     value projections (every token; the global queries are few), and scores + values over each layer's
     ``attention_window + 1`` keys (at most ``seq_len``)."""
     h, i = config.hidden_size, config.intermediate_size
-    windows = [config.attention_window[0]] * config.num_layers if len(config.attention_window) == 1 else \
-        config.attention_window
-    keys = sum(min(seq_len, w + 1) for w in windows)
+    keys = sum(min(seq_len, w + 1) for w in layer_windows(config))
     return config.num_layers * 2 * (6 * h * h + 2 * h * i) + 4 * keys * h
 
 
