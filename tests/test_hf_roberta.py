@@ -15,11 +15,12 @@ import safetensors.numpy
 import torch
 import transformers
 
-from bert_jax import attention
+from bert_jax import attention, finetune, run_config
 from bert_jax.config import ModelConfig
 from bert_jax.heads import PooledClassifier, PreTrainingModel
 from bert_jax.interop import export, hf_convert, hf_files, hf_roberta
 from bert_jax.models.roberta import RobertaModel, roberta_positions
+from configs import finetune_glue, pretrain
 from data_pipelines import bpe, vocab_training
 from data_pipelines.finetune import features, squad
 from tests.helpers import MRPC_PAIRS, SQUAD_ARTICLES, _squad_file
@@ -262,3 +263,18 @@ def test_bpe_squad_rows_equal_roberta_tokenizer_fast_and_label_the_answer(bpe_to
             answer = examples[row["example_index"]].answers[0].text
             span = row["input_ids"][row["start_positions"]:row["end_positions"] + 1]
             assert ours.decode(span).strip() == answer
+
+
+def test_runs_refuse_a_tokenizer_that_pads_with_another_id_than_the_model():
+    """RoBERTa's positions count from model.pad_token_id; rows pad with the tokenizer's id: both must agree."""
+    config = pretrain.get_config("size=tiny,arch=roberta")
+    vocab = config.model.vocab_size
+    run_config.validate(config, num_devices=1, tokenizer_vocab_size=vocab, tokenizer_pad_id=1)
+    message = (r"model.pad_token_id=1 differs from the tokenizer's pad id 0 \(vocab/roberta/tokenizer.json\); "
+               r"set --config.model.pad_token_id=0")
+    with pytest.raises(run_config.ConfigError, match=message):
+        run_config.validate(config, num_devices=1, tokenizer_vocab_size=vocab, tokenizer_pad_id=0)
+    tuning = finetune_glue.get_config("task=mrpc")
+    tuning.tokenizer = config.tokenizer
+    with pytest.raises(run_config.ConfigError, match=message):
+        finetune.validate(tuning, run_config.model_config_from(config), vocab, 1, tokenizer_pad_id=0)

@@ -178,6 +178,7 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
         classifier_bias=bool(hf_config.get("classifier_bias", False)),
         classifier_act=HF_ACTIVATIONS[hf_config.get("classifier_activation", "gelu")],
         classifier_pooling=hf_config.get("classifier_pooling", "cls"),
+        pad_token_id=int(hf_config.get("pad_token_id") or 0),
     )
     fields.update(overrides)
     return ModelConfig(**fields)
