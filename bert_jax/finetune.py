@@ -56,12 +56,14 @@ class InputError(ValueError):
 
 
 def validate(config: ml_collections.ConfigDict, model_config: ModelConfig, tokenizer_vocab_size: int,
-             num_devices: int) -> None:
-    """Checks a fine-tuning config before anything compiles; raises ``ConfigError`` listing every problem."""
+             num_devices: int, tokenizer_pad_id: int | None = None) -> None:
+    """Checks a fine-tuning config before anything compiles; raises ``ConfigError`` listing every problem
+    (``tokenizer_pad_id``, when given, must be ``model.pad_token_id``)."""
     train, data = config.train, config.data
     problems = run_config.range_problems(config) or run_config.shared_problems(config, model_config, num_devices)
     if tokenizer_vocab_size > model_config.vocab_size:
         problems.append(f"the tokenizer has {tokenizer_vocab_size} tokens but the model only {model_config.vocab_size}")
+    problems += run_config.pad_id_problems(config, model_config, tokenizer_pad_id)
     ways = 1
     try:
         ways = run_config.data_parallel_size(config, num_devices)
@@ -198,7 +200,7 @@ def prepare(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDic
     with config.unlocked():  # what was resolved, so that the saved config.json loads this run again
         config.model = ml_collections.ConfigDict(model_config.to_dict())
         config.tokenizer = ml_collections.ConfigDict(dict(tokenizer.spec))
-    validate(config, model_config, tokenizer.vocab_size, jax.device_count())
+    validate(config, model_config, tokenizer.vocab_size, jax.device_count(), tokenizer_pad_id=tokenizer.pad_id)
     return config, source, tokenizer
 
 

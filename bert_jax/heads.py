@@ -13,6 +13,12 @@ model                       head parameters                    used by
 ``TokenClassifier``         ``classifier`` (``H -> tags``)     token classification (CoNLL-2003)
 ==========================  =================================  ==========================================
 
+The token-level heads read :func:`token_states`: the sequence output, through the architecture's
+``token_head`` when it declares one (``models.Architecture``; ModernBERT's prediction head, as in
+transformers' ``ModernBertForTokenClassification`` / ``ForQuestionAnswering``). An architecture whose
+question-answering class names the span projection otherwise sets ``Architecture.span_head``
+(ModernBERT: ``classifier``).
+
 Fine-tuning heads start from BERT's truncated-normal initialisation and see dropout
 (``hidden_dropout``) on their input, as in the original ``run_classifier.py``. "Drop the pretraining
 heads" means "drop :data:`PRETRAINING_HEADS`, keep ``params['bert']``".
@@ -172,23 +178,35 @@ class MultipleChoiceModel(PooledClassifier):
         return super().__call__(rows, deterministic).reshape(b, c)
 
 
+def token_states(encoder: nn.Module, batch: Mapping[str, Array], deterministic: bool,
+                 global_tokens: str = "cls") -> Array:
+    """The hidden states ``[B, S, H]`` a token-level head projects: the encoder's sequence output, through
+    the architecture's ``token_head`` when it has one (ModernBERT's prediction head on every token)."""
+    sequence, _ = encode_batch(encoder, batch, deterministic, global_tokens)
+    method = models.get(encoder.config.architecture).token_head
+    return sequence if method is None else getattr(encoder, method)(sequence)
+
+
 class SpanModel(nn.Module):
-    """BERT with ``qa_outputs``: ``{"start_logits", "end_logits"}``, float32 ``[B, S]`` each."""
+    """BERT with a ``H -> 2`` projection on every token (``qa_outputs``, or the architecture's
+    ``span_head`` name): ``{"start_logits", "end_logits"}``, float32 ``[B, S]`` each."""
 
     config: ModelConfig
 
     def setup(self):
         self.bert = models.encoder(self.config)
-        self.qa_outputs = head_dense(self.config, 2, "qa_outputs")
+        self.qa_outputs = head_dense(self.config, 2, models.get(self.config.architecture).span_head)
 
     def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> dict[str, Array]:
-        sequence, _ = encode_batch(self.bert, batch, deterministic, global_tokens="question")
+        sequence = token_states(self.bert, batch, deterministic, global_tokens="question")
         logits = self.qa_outputs(sequence).astype(jnp.float32)
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
 
 
 class TokenClassifier(nn.Module):
-    """BERT, then dropout and ``classifier`` at every position: float32 logits ``[B, S, num_labels]``."""
+    """BERT, then dropout and ``classifier`` at every position: float32 logits ``[B, S, num_labels]``.
+
+    The architecture's ``token_head`` (if any) runs on every token before the dropout."""
 
     config: ModelConfig
     num_labels: int
@@ -199,5 +217,5 @@ class TokenClassifier(nn.Module):
         self.classifier = head_dense(self.config, self.num_labels, "classifier")
 
     def __call__(self, batch: Mapping[str, Array], deterministic: bool = True) -> Array:
-        sequence, _ = encode_batch(self.bert, batch, deterministic)
+        sequence = token_states(self.bert, batch, deterministic)
         return self.classifier(self.dropout(sequence, deterministic=deterministic)).astype(jnp.float32)

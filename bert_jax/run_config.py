@@ -125,6 +125,16 @@ def shared_problems(config: ml_collections.ConfigDict, model: ModelConfig, num_d
     return problems
 
 
+def pad_id_problems(config: ml_collections.ConfigDict, model: ModelConfig, tokenizer_pad_id: int | None) -> list[str]:
+    """``model.pad_token_id`` against the tokenizer's padding id (rows pad with the tokenizer's; RoBERTa's
+    positions count from the model's, and an export records it): one line naming both when they differ."""
+    if tokenizer_pad_id is None or int(tokenizer_pad_id) == model.pad_token_id:
+        return []
+    tokenizer = config.tokenizer.get("vocab_file") or config.tokenizer.get("model_file") or "the tokenizer"
+    return [f"model.pad_token_id={model.pad_token_id} differs from the tokenizer's pad id {tokenizer_pad_id} "
+            f"({tokenizer}); set --config.model.pad_token_id={tokenizer_pad_id}"]
+
+
 def _pretraining_range_problems(config: ml_collections.ConfigDict) -> list[str]:
     """Ranges of the pretraining-only fields (``data``, run length, schedule, source weights)."""
     problems: list[str] = []
@@ -153,6 +163,7 @@ def validate(
     num_devices: int,
     process_count: int = 1,
     tokenizer_vocab_size: int | None = None,
+    tokenizer_pad_id: int | None = None,
 ) -> None:
     """Checks a run config against itself, the devices and the tokenizer.
 
@@ -161,6 +172,7 @@ def validate(
       num_devices: global device count (``jax.device_count()``).
       process_count: number of JAX processes.
       tokenizer_vocab_size: the loaded tokenizer's vocabulary size, when known.
+      tokenizer_pad_id: the loaded tokenizer's padding id, when known (must be ``model.pad_token_id``).
 
     Raises:
       ConfigError: listing every problem found.
@@ -182,6 +194,7 @@ def validate(
             f"model.vocab_size={model.vocab_size} does not match the tokenizer's {tokenizer_vocab_size} "
             f"({config.tokenizer.vocab_file or config.tokenizer.model_file}); set --config.model.vocab_size="
             f"{tokenizer_vocab_size}")
+    problems += pad_id_problems(config, model, tokenizer_pad_id)
     if train.batch_size % process_count:
         problems.append(f"train.batch_size={train.batch_size} is not divisible by the {process_count} processes")
     if train.num_steps < 1:

@@ -68,7 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     perf.configure_compilation_cache(train_cfg, workdir)  # before anything compiles
     tokenizer = distributed.primary_first(lambda: prepare_tokenizer(config), "preparing the tokenizer")
     run_config.validate(config, num_devices=jax.device_count(), process_count=jax.process_count(),
-                        tokenizer_vocab_size=tokenizer.vocab_size)
+                        tokenizer_vocab_size=tokenizer.vocab_size, tokenizer_pad_id=tokenizer.pad_id)
     model_config = run_config.model_config_from(config)
     task = step_builder.task_from_config(config)
     trainer = Trainer(config, task, workdir, seq_len=data_cfg.max_seq_length,

@@ -1,10 +1,14 @@
 """BERT's row layout, built in one place: ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``, right-padded.
 
+Between the two texts of a pair stands the tokenizer's ``pair_separator`` (``Tokenizer.pair_separator``:
+``[SEP]``, or RoBERTa's ``</s> </s>``, so a BPE pair is ``<s> a </s></s> b </s>`` as transformers builds it).
+
 Pretraining instances (``instances.pair_rows``, the loader's single-segment rows), fine-tuning features
 (``finetune.features.encoder_row``) and inference (``bert_jax.inference.encode_texts``) all lay their
 rows out with :func:`encoder_rows` (or :func:`layout_rows` for sequences that already hold their
-special tokens). Segment id 0 covers ``[CLS]``, ``a`` and the first ``[SEP]``; 1 covers ``b`` and the
-last ``[SEP]``; padding is 0 everywhere. NumPy only (no JAX).
+special tokens). Segment id 0 covers ``[CLS]``, ``a`` and the first ``[SEP]``; 1 covers the rest of the
+separator (RoBERTa's second ``</s>``), ``b`` and the last ``[SEP]``; padding is 0 everywhere (so segment 0
+less its last token is ``[CLS] a`` whatever the separator: Longformer's question tokens). NumPy only (no JAX).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def encoder_rows(
     sep_id: int,
     pad_id: int,
     positions: bool = False,
+    pair_separator: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Lays out ``[CLS] a [SEP] (b [SEP])`` rows from token ids without special tokens.
 
@@ -76,6 +81,7 @@ def encoder_rows(
       length: ``S``, the padded length.
       cls_id, sep_id, pad_id: the special ids.
       positions: also return ``sequence_ids`` and ``position_ids`` (see :func:`layout_rows`).
+      pair_separator: the ids between ``a`` and ``b`` (``Tokenizer.pair_separator``); None: ``[sep_id]``.
 
     Returns:
       int32 ``[n, S]`` arrays: ``input_ids``, ``segment_ids``, ``input_mask`` (+ the two of ``positions``).
@@ -83,12 +89,12 @@ def encoder_rows(
     Raises:
       ValueError: when a row does not fit ``length``.
     """
+    separator = np.asarray([sep_id] if pair_separator is None else pair_separator, np.int32)
     sequences, first_lengths = [], []
     for row, tokens_a in enumerate(first):
         tokens_b = None if second is None else second[row]
-        pieces = [[cls_id], np.asarray(tokens_a, np.int32), [sep_id]]
-        if tokens_b is not None:
-            pieces += [np.asarray(tokens_b, np.int32), [sep_id]]
+        pieces = [[cls_id], np.asarray(tokens_a, np.int32)]
+        pieces += [[sep_id]] if tokens_b is None else [separator, np.asarray(tokens_b, np.int32), [sep_id]]
         sequences.append(np.concatenate(pieces))
-        first_lengths.append(len(tokens_a) + 2)
+        first_lengths.append(len(tokens_a) + 2)  # [CLS] a [SEP]: the rest of a separator is segment 1
     return layout_rows(sequences, length=length, pad_id=pad_id, first_lengths=first_lengths, positions=positions)

@@ -121,9 +121,12 @@ class Tokenizer:
       vocab_size: number of ids; every id in ``[0, vocab_size)`` is a token.
       pad_id, unk_id, cls_id, sep_id, mask_id: ids of the special tokens.
       spec: the mapping :func:`load_tokenizer` takes to load this tokenizer again.
+      pair_separator_length: how many ``[SEP]`` stand between the two texts of a pair row (BERT's
+        ``[CLS] a [SEP] b [SEP]``: 1); a kind whose transformers tokenizer writes more sets its own.
     """
 
     kind: str
+    pair_separator_length: int = 1
 
     def __init__(self, vocab: Sequence[str], special_ids: Mapping[str, int], word_starts: np.ndarray, spec: dict):
         """Sets the shared tables.
@@ -201,6 +204,11 @@ class Tokenizer:
             return self._token_ids[token]
         except KeyError:
             raise KeyError(f"token {token!r} is not in the {self.kind} vocabulary ({self.vocab_size} tokens)") from None
+
+    @property
+    def pair_separator(self) -> tuple[int, ...]:
+        """The ids between the two texts of a pair row: ``[SEP]`` (RoBERTa's BPE: ``</s> </s>``)."""
+        return (self.sep_id,) * self.pair_separator_length
 
     def special_ids(self) -> np.ndarray:
         """int32 ids never chosen for masking: ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``, sorted."""

@@ -6,6 +6,7 @@ lengths: every position is compared, padding included, so a wrong position offse
 """
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -14,10 +15,15 @@ import safetensors.numpy
 import torch
 import transformers
 
+from bert_jax import attention, finetune, run_config
 from bert_jax.config import ModelConfig
 from bert_jax.heads import PooledClassifier, PreTrainingModel
 from bert_jax.interop import export, hf_convert, hf_files, hf_roberta
 from bert_jax.models.roberta import RobertaModel, roberta_positions
+from configs import finetune_glue, pretrain
+from data_pipelines import bpe, vocab_training
+from data_pipelines.finetune import features, squad
+from tests.helpers import MRPC_PAIRS, SQUAD_ARTICLES, _squad_file
 
 ATOL = 1e-5
 VOCAB, PAD, BOS, EOS = 120, 1, 0, 2
@@ -196,3 +202,79 @@ def test_config_mapping_errors():
         hf_roberta.model_config_to_hf_config(cfg, pad_token_id=3)
     with pytest.raises(ValueError, match=r"pad_token_id=5000 must be in \[0, vocab_size=5000\)"):
         ModelConfig.from_size("tiny", architecture="roberta", vocab_size=5000, pad_token_id=5000)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sentence pairs: RoBERTa's tokenizer writes <s> a </s></s> b </s>; our fine-tuning rows must too.
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizers(tmp_path_factory):
+    """A byte-level BPE vocabulary trained here on the MRPC and SQuAD texts: ours, and transformers'
+    ``RobertaTokenizerFast`` built from its ``vocab.json`` + ``merges.txt`` alone."""
+    texts = [t for _, a, b in MRPC_PAIRS for t in (a, b)]
+    texts += [t for _, context, questions in SQUAD_ARTICLES for t in (context, *(q for q, _ in questions))]
+    out = tmp_path_factory.mktemp("bpe")
+    ours = vocab_training.train_tokenizer(texts * 3, {"kind": "bpe", "vocab_size": 400}, str(out))
+    only = tmp_path_factory.mktemp("vocab_merges")
+    for name in (bpe.VOCAB_FILE, bpe.MERGES_FILE):
+        shutil.copy(out / name, only)
+    return ours, transformers.RobertaTokenizerFast.from_pretrained(only)
+
+
+def test_bpe_sentence_pairs_equal_roberta_tokenizer_fast_with_truncation(bpe_tokenizers):
+    ours, theirs = bpe_tokenizers
+    assert ours.pair_separator == (ours.sep_id, ours.sep_id)
+    examples = [features.TextPairExample(f"mrpc:{i}", i, a, b, label) for i, (label, a, b) in enumerate(MRPC_PAIRS)]
+    firsts, seconds = [e.text_a for e in examples], [e.text_b for e in examples]
+    for length in (96, 20):  # 20: every pair is cut (longest first), the row keeps 20 tokens as transformers'
+        arrays = features.featurize_text_pairs(examples, ours, length).arrays
+        want = theirs(firsts, seconds, truncation="longest_first", max_length=length)["input_ids"]
+        got = [row[mask > 0].tolist() for row, mask in zip(arrays["input_ids"], arrays["input_mask"])]
+        assert got == want, length
+        assert all(row[:3] != [ours.sep_id] * 3 for row in got)
+    assert all(len(row) == 20 for row in want)
+    # The single-text rows keep one </s>: <s> a </s>.
+    single = features.encoder_row(ours.encode(firsts[0]), None, 96, ours)
+    assert single["input_ids"][single["input_mask"] > 0].tolist() == theirs(firsts[0])["input_ids"]
+
+
+def test_bpe_squad_rows_equal_roberta_tokenizer_fast_and_label_the_answer(bpe_tokenizers, tmp_path):
+    ours, theirs = bpe_tokenizers
+    _squad_file(str(tmp_path / "train.json"), version_2=False)
+    examples = squad.read_squad_json(str(tmp_path / "train.json"))
+    whole = squad.featurize_squad(examples, ours, max_seq_length=256, is_training=True)
+    assert len(whole) == len(examples)
+    for example, row in zip(examples, (whole[i] for i in range(len(whole)))):
+        assert row["input_ids"][row["input_mask"] > 0].tolist() == theirs(example.question, example.context)["input_ids"]
+    # Longformer's question tokens (global attention) are those before the first </s>, as transformers picks them.
+    rows = whole.rows(np.arange(len(whole)))
+    first_sep = np.argmax(rows["input_ids"] == ours.sep_id, axis=1)
+    expected = (np.arange(rows["input_ids"].shape[1])[None, :] < first_sep[:, None]).astype(np.int32)
+    got = attention.global_tokens("question", rows["segment_ids"], rows["sequence_ids"], rows["position_ids"])
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    windows = squad.featurize_squad(examples, ours, max_seq_length=40, doc_stride=8, max_query_length=12,
+                                    is_training=True)
+    assert len(windows) > len(examples) and windows.stats["cls_labelled_windows"] < len(windows)
+    for i in range(len(windows)):
+        row = windows[i]
+        assert row["input_mask"].sum() <= 40
+        if row["start_positions"] > 0:  # the labelled tokens decode to the answer
+            answer = examples[row["example_index"]].answers[0].text
+            span = row["input_ids"][row["start_positions"]:row["end_positions"] + 1]
+            assert ours.decode(span).strip() == answer
+
+
+def test_runs_refuse_a_tokenizer_that_pads_with_another_id_than_the_model():
+    """RoBERTa's positions count from model.pad_token_id; rows pad with the tokenizer's id: both must agree."""
+    config = pretrain.get_config("size=tiny,arch=roberta")
+    vocab = config.model.vocab_size
+    run_config.validate(config, num_devices=1, tokenizer_vocab_size=vocab, tokenizer_pad_id=1)
+    message = (r"model.pad_token_id=1 differs from the tokenizer's pad id 0 \(vocab/roberta/tokenizer.json\); "
+               r"set --config.model.pad_token_id=0")
+    with pytest.raises(run_config.ConfigError, match=message):
+        run_config.validate(config, num_devices=1, tokenizer_vocab_size=vocab, tokenizer_pad_id=0)
+    tuning = finetune_glue.get_config("task=mrpc")
+    tuning.tokenizer = config.tokenizer
+    with pytest.raises(run_config.ConfigError, match=message):
+        finetune.validate(tuning, run_config.model_config_from(config), vocab, 1, tokenizer_pad_id=0)

@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from bert_jax import attention, banded_attention
-from bert_jax.heads import PooledClassifier, PreTrainingModel
+from bert_jax.heads import PooledClassifier, PreTrainingModel, SpanModel, TokenClassifier
 from bert_jax.interop import export, hf_convert, hf_files, hf_modernbert
 from bert_jax.models import modernbert
 from bert_jax.models.layers import unbox
@@ -187,6 +187,58 @@ def test_sequence_classification_matches_transformers_both_ways(variant, tmp_pat
     with torch.no_grad():
         ref = loaded.eval()(**_torch(batch)).logits.numpy()
     np.testing.assert_allclose(np.asarray(_jitted(classifier)({"params": params}, batch)), ref, rtol=0, atol=ATOL)
+
+
+# Token-level task -> (transformers class, outputs, variant): the prediction head on every token, then classifier.
+TOKEN_TASKS = {"tagging": (transformers.ModernBertForTokenClassification, 5, "all_bias"),
+               "span": (transformers.ModernBertForQuestionAnswering, 2, "no_bias")}
+
+
+def _token_logits(kind, cfg, params, batch):
+    """Our tagging logits ``[B, S, 5]`` or span ``[start, end]`` logits ``[B, S, 2]``."""
+    if kind == "tagging":
+        return np.asarray(_jitted(TokenClassifier(cfg, TOKEN_TASKS[kind][1]))({"params": params}, batch))
+    out = _jitted(SpanModel(cfg))({"params": params}, batch)
+    return np.stack([out["start_logits"], out["end_logits"]], axis=-1)
+
+
+def _hf_token_logits(kind, model, batch):
+    with torch.no_grad():
+        out = model.eval()(**_torch(batch))
+    if kind == "tagging":
+        return out.logits.numpy()
+    return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], axis=-1)
+
+
+@pytest.mark.parametrize("kind", list(TOKEN_TASKS))
+def test_token_classification_and_question_answering_match_transformers_both_ways(kind, tmp_path):
+    """ModernBertForTokenClassification / ForQuestionAnswering (``head`` on every token): import and export."""
+    hf_class, outputs, variant = TOKEN_TASKS[kind]
+    torch.manual_seed(2)
+    model = _perturb(hf_class(_hf_config(variant, num_labels=outputs)))
+    model.save_pretrained(tmp_path / "hf")
+    model.config._attn_implementation = "eager"
+    batch = _padded_batch(seed=3)
+    cfg, params, report = hf_files.load_hf_checkpoint(tmp_path / "hf")
+    assert hf_convert.hf_task_kind(hf_modernbert.CONVERSION, model.config.to_dict()) == kind
+    assert report.task_heads == ("classifier",) and report.unused == () and report.missing_heads == ("mlm_head",)
+    _close_on_real_tokens(_token_logits(kind, cfg, {k: params[k] for k in ("bert", "classifier")}, batch),
+                          _hf_token_logits(kind, model, batch), batch["input_mask"])
+
+    # Export: our model's tree (the shapes of its init), every leaf moved off the imported values.
+    ours = TokenClassifier(cfg, outputs) if kind == "tagging" else SpanModel(cfg)
+    shapes = unbox(jax.eval_shape(ours.init, jax.random.key(0), batch))["params"]
+    rng = np.random.default_rng(5)
+    params = jax.tree.map(lambda x, s: np.asarray(x + 0.1 * rng.standard_normal(s.shape), np.float32),
+                          {k: params[k] for k in shapes}, shapes)
+    assert sorted(params) == ["bert", "classifier"]
+    labels = {"id2label": {str(i): f"T{i}" for i in range(outputs)}, "label2id": {f"T{i}": i for i in range(outputs)}}
+    out = export.export_hf(params, cfg, tmp_path / "export", architecture=hf_modernbert.TASK_ARCHITECTURES[kind],
+                           config_extras=labels if kind == "tagging" else None)
+    loaded, info = hf_class.from_pretrained(out, attn_implementation="eager", output_loading_info=True)
+    assert not any(info.values()), info
+    _close_on_real_tokens(_token_logits(kind, cfg, params, batch), _hf_token_logits(kind, loaded, batch),
+                          batch["input_mask"])
 
 
 def test_packed_documents_encode_as_if_alone():

@@ -11,6 +11,11 @@ the classification head of ``ModernBertForSequenceClassification`` (our ``mlm_he
 ``bert/pooler``). The table lists ``head.*`` for both parts; an export writes the one its class holds,
 and an import fills both from the source's ``head`` (what transformers does when it loads a masked-LM
 checkpoint into a sequence classifier: the classification head starts from the MLM head).
+
+The token-classification and question-answering classes hold that same ``head`` on every token, then
+``classifier`` (tags, or ``[start, end]``): our ``TokenClassifier`` / ``SpanModel`` read ``bert/pooler`` on
+every token (``Architecture.token_head``) and the span projection is ``classifier`` too
+(``Architecture.span_head``), so all four task classes are ``bert/pooler`` + ``classifier``.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ ARCHITECTURE_PARTS = {
     "ModernBertForMaskedLM": ("mlm_head",),
     "ModernBertForSequenceClassification": ("pooler", "classifier"),
     "ModernBertForMultipleChoice": ("pooler", "classifier"),
+    # ``head`` on every token (our ``bert/pooler`` through ``Architecture.token_head``), then ``classifier``:
+    # the tags, or the start/end pair (our span projection is named ``classifier`` too: ``span_head``).
+    "ModernBertForTokenClassification": ("pooler", "classifier"),
+    "ModernBertForQuestionAnswering": ("pooler", "classifier"),
 }
-# Fine-tuning task kind -> the transformers class of its head. Tagging and span tasks are left out:
-# transformers' ModernBertForTokenClassification / ForQuestionAnswering put the prediction head on every
-# token, which our TokenClassifier / SpanModel do not.
+# Fine-tuning task kind -> the transformers class of its head.
 TASK_ARCHITECTURES = {
     "classification": "ModernBertForSequenceClassification",
     "regression": "ModernBertForSequenceClassification",
     "multiple_choice": "ModernBertForMultipleChoice",
+    "tagging": "ModernBertForTokenClassification",
+    "span": "ModernBertForQuestionAnswering",
 }
 _LAYER_TYPES = {True: "full_attention", False: "sliding_attention"}
 
@@ -169,6 +178,7 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
         classifier_bias=bool(hf_config.get("classifier_bias", False)),
         classifier_act=HF_ACTIVATIONS[hf_config.get("classifier_activation", "gelu")],
         classifier_pooling=hf_config.get("classifier_pooling", "cls"),
+        pad_token_id=int(hf_config.get("pad_token_id") or 0),
     )
     fields.update(overrides)
     return ModelConfig(**fields)

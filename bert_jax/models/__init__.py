@@ -59,6 +59,12 @@ class Architecture:
       layer_flops: None (BERT's layer), or ``fn(config, seq_len) -> float``: the forward matmul FLOPs per
         token of the whole layer stack (projections, feed-forward, attention over the keys a query
         really sees); training counts 3x (``ModelConfig.train_flops_per_token``).
+      token_head: None, or the name of an encoder method that the token-level task heads (tagging, span)
+        apply to the sequence output before their projection, as ``method(sequence [B, S, H]) -> [B, S, H]``
+        (ModernBERT: its prediction head ``bert/pooler`` on every token, transformers' ``head``).
+      span_head: the parameter name of the span model's start/end projection ``H -> 2``: the name the
+        architecture's transformers question-answering class gives it (``qa_outputs``; ModernBERT:
+        ``classifier``), so the Hugging Face tables map it one to one.
     """
 
     name: str
@@ -72,6 +78,8 @@ class Architecture:
     position_offset: Any = lambda config: 0
     word_embeddings: tuple[str, ...] = ("embeddings", "word_embeddings")
     layer_flops: Any = None
+    token_head: str | None = None
+    span_head: str = "qa_outputs"
 
 
 def names() -> tuple[str, ...]:

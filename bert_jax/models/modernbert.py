@@ -15,6 +15,10 @@ What changes against BERT (``bert.py``), following ``transformers.ModernBertMode
   (``classifier_pooling="cls"``) or the mean over real tokens (``"mean"``), then ``pooler``: dense
   (``classifier_bias``), ``classifier_act`` and a norm (``ModernBertPredictionHead``), so our
   ``PooledClassifier``'s ``classifier`` on it is ``ModernBertForSequenceClassification``;
+* the token-level heads (tagging, span) read the same prediction head on every token
+  (``Architecture.token_head``: :meth:`ModernBertModel.prediction_head`), and the span projection is named
+  ``classifier`` (``Architecture.span_head``), as in ``ModernBertForTokenClassification`` /
+  ``ModernBertForQuestionAnswering``;
 * masked LM only (no NSP); its head is dense + activation + norm, then the tied decoder with a bias.
 
 Layers differ (global or local window, layer 0 without ``attn_norm``), so the stack is a Python loop
@@ -215,6 +219,11 @@ class ModernBertModel(nn.Module):
     def attend(self, x: Array) -> Array:
         return self.embeddings.attend(x)
 
+    def prediction_head(self, sequence: Array) -> Array:
+        """``pooler`` (the prediction head) on every token: ``[B, S, H] -> [B, S, H]``, what transformers'
+        ``ModernBertForTokenClassification`` / ``ForQuestionAnswering`` feed their ``classifier``."""
+        return nn.with_logical_constraint(self.pooler(sequence), HIDDEN_AXES)
+
 
 class MLMHead(nn.Module):
     """Masked-LM head: the prediction head, then the tied decoder + bias (``decoder_bias``)."""
@@ -254,4 +263,6 @@ ARCHITECTURE = Architecture(
     summary="ModernBERT (2024): RoPE (global/local theta), GeGLU, pre-LN, no biases, global attention every "
             "N layers and sliding-window local attention elsewhere, 8,192 tokens; MLM only",
     layer_flops=layer_flops,
+    token_head="prediction_head",
+    span_head="classifier",
 )

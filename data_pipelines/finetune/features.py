@@ -7,10 +7,13 @@ tagging windows). A FeatureSet has ``len`` and ``__getitem__`` returning one row
 serves directly as a Grain random-access data source.
 
 Rows are BERT's layout: ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` padded to a fixed length,
-segment id 0 for ``[CLS]``, ``a`` and the first ``[SEP]``, 1 for ``b`` and the last ``[SEP]``.
+segment id 0 for ``[CLS]``, ``a`` and the first ``[SEP]``, 1 for ``b`` and the last ``[SEP]``. The separator
+of a pair is the tokenizer's ``pair_separator`` (RoBERTa's BPE: ``<s> a </s></s> b </s>``, as
+transformers builds it), and truncation leaves room for it (:func:`row_specials`).
 
-Tokenizers: anything with ``encode_batch(texts) -> list[int array]`` (no special tokens) and
-``cls_id``/``sep_id``/``pad_id``/``unk_id``, i.e. :class:`data_pipelines.tokenizer.Tokenizer`. SQuAD
+Tokenizers: anything with ``encode_batch(texts) -> list[int array]`` (no special tokens),
+``cls_id``/``sep_id``/``pad_id``/``unk_id`` and ``pair_separator``, i.e.
+:class:`data_pipelines.tokenizer.Tokenizer`. SQuAD
 also needs character offsets (``encode_batch_with_offsets``, :class:`OffsetTokenizerLike`).
 """
 
@@ -38,6 +41,7 @@ class TokenizerLike(Protocol):
     sep_id: int
     pad_id: int
     unk_id: int
+    pair_separator: tuple[int, ...]
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """One int ``[num_tokens_i]`` array per text, without special tokens or truncation."""
@@ -146,19 +150,24 @@ def truncate_pair_lengths(len_a: int, len_b: int, max_tokens: int) -> tuple[int,
     return len_a, len_b
 
 
+def row_specials(tokenizer: TokenizerLike, pair: bool) -> int:
+    """The special tokens of a row: ``[CLS]`` and the last ``[SEP]``, plus the pair separator for a pair."""
+    return 2 + (len(tokenizer.pair_separator) if pair else 0)
+
+
 def encoder_row(
     tokens_a: Sequence[int] | np.ndarray,
     tokens_b: Sequence[int] | np.ndarray | None,
     max_seq_length: int,
     tokenizer: TokenizerLike,
 ) -> dict[str, np.ndarray]:
-    """Builds one padded ``[CLS] a [SEP] (b [SEP])`` row.
+    """Builds one padded ``[CLS] a [SEP] (b [SEP])`` row (the tokenizer's ``pair_separator`` after ``a``).
 
     Args:
       tokens_a: ids of text a (already truncated to fit).
       tokens_b: ids of text b, or None for a single text.
       max_seq_length: S, the padded length.
-      tokenizer: provides ``cls_id``, ``sep_id``, ``pad_id``.
+      tokenizer: provides ``cls_id``, ``sep_id``, ``pad_id``, ``pair_separator``.
 
     Returns:
       The :data:`data_pipelines.batch.ENCODER_FIELDS`, each int32 ``[S]``.
@@ -167,7 +176,8 @@ def encoder_row(
       ValueError: when the tokens do not fit (truncate first).
     """
     rows = encoder_rows([tokens_a], None if tokens_b is None else [tokens_b], length=max_seq_length,
-                        cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, positions=True)
+                        cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, positions=True,
+                        pair_separator=tokenizer.pair_separator)
     return {name: rows[name][0] for name in batch_lib.ENCODER_FIELDS}
 
 
@@ -213,9 +223,9 @@ def pair_row(
         (:func:`keep_head_tail`). Longest-first decides how many tokens each text keeps either way.
       head_tokens: with ``"head_tail"``, the tokens kept from the start of a cut text.
     """
-    num_specials = 3 if tokens_b is not None else 2
     len_b = 0 if tokens_b is None else len(tokens_b)
-    kept_a, kept_b = truncate_pair_lengths(len(tokens_a), len_b, max_seq_length - num_specials)
+    kept_a, kept_b = truncate_pair_lengths(len(tokens_a), len_b,
+                                           max_seq_length - row_specials(tokenizer, tokens_b is not None))
     if (kept_a, kept_b) != (len(tokens_a), len_b):
         stats["truncated_pairs"] += 1
     if truncation == "head_tail":

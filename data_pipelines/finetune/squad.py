@@ -2,7 +2,8 @@
 
 A question whose context is longer than one row is cut into windows (BERT's recipe:
 ``max_seq_length`` 384, ``doc_stride`` 128, ``max_query_length`` 64). Each row is
-``[CLS] question [SEP] context window [SEP]``; the answer's first/last tokens are found from the
+``[CLS] question [SEP] context window [SEP]`` (the tokenizer's ``pair_separator`` after the question:
+RoBERTa's BPE writes ``<s> question </s></s> window </s>``); the answer's first/last tokens are found from the
 tokenizer's character offsets. A window that does not contain the whole answer (and every window of
 a v2.0 question without an answer) gets the ``[CLS]`` labels ``(0, 0)``.
 
@@ -276,12 +277,12 @@ def featurize_squad(
                 if is_training:
                     stats["skipped_examples"] += 1
                     continue
-        window_length = max_seq_length - len(query) - 3
+        window_length = max_seq_length - len(query) - features.row_specials(tokenizer, pair=True)
         if window_length <= 0:
             raise ValueError(f"max_seq_length={max_seq_length} leaves no room for context after a {len(query)}-token question")
         starts = _window_starts(len(context_ids), window_length, doc_stride)
         best_window = _max_context_windows(len(context_ids), starts, window_length)
-        context_row_start = len(query) + 2  # [CLS] question [SEP]
+        context_row_start = 1 + len(query) + len(tokenizer.pair_separator)  # [CLS] question [SEP]
         for w, start in enumerate(starts):
             end = min(start + window_length, len(context_ids))
             row = features.encoder_row(query, context_ids[start:end], max_seq_length, tokenizer)
