@@ -21,7 +21,8 @@ Variants after the colon, comma-separated ``key=value``:
     documents, Adam beta2 0.98 / eps 1e-6.
   - ``deberta_v2``: DeBERTa-v3's encoder (``ARCH_MODELS``): relative attention with 256 position
     buckets, no absolute input positions, no token types, LayerNorm eps 1e-7, a 128,100-id
-    SentencePiece vocabulary as Microsoft's DeBERTa-v3; MLM only (no NSP, packed whole sentences); the
+    SentencePiece vocabulary as Microsoft's DeBERTa-v3 (read with DeBERTa's conventions,
+    ``tokenizer.convention="deberta"``, the ids of transformers' ``DebertaV2Tokenizer``); MLM only (no NSP, packed whole sentences); the
     Enhanced Mask Decoder on: ``--config.model.enhanced_mask_decoder=True``.
   - ``longformer``: sliding-window attention, window 512 in every layer, global attention on ``[CLS]``,
     4,096-token rows, MLM only; start it from a BERT/RoBERTa checkpoint converted by
@@ -192,7 +193,11 @@ def _deberta_v2(c: ml_collections.ConfigDict) -> None:
     """DeBERTa-v3: MLM only, packed whole sentences, SentencePiece with DeBERTa-v3's vocabulary size."""
     c.data.nsp, c.data.packing, c.data.whole_sentences = False, True, True
     c.task.nsp_weight = 0.0
+    # DeBERTa-v3's spm.model read with its conventions (data_pipelines/deberta_spm.py): [PAD] 0, [CLS] 1,
+    # [SEP] 2, [UNK] 3, [MASK] after the pieces; the ids of transformers' DebertaV2Tokenizer. Cased.
     c.tokenizer.kind, c.tokenizer.model_file, c.tokenizer.lowercase = "sentencepiece", "vocab/spm/spm.model", False
+    c.tokenizer.convention = "deberta"
+    c.tokenizer.vocab_file = ""  # not a SentencePiece field
     c.tokenizer.vocab_size = c.model.vocab_size
 
 

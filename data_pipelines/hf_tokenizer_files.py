@@ -7,6 +7,11 @@
   carries the options; ``tokenizer.json`` repeats them for readers of the ``tokenizers`` format.
 * Byte-level BPE (RoBERTa): ``tokenizer.json``, ``vocab.json``, ``merges.txt`` and a
   ``tokenizer_config.json`` naming ``RobertaTokenizer`` (``data_pipelines.bpe``).
+* SentencePiece with DeBERTa-v2/v3's conventions (``convention="deberta"``, ``data_pipelines.deberta_spm``): the
+  model as ``spm.model`` and a ``tokenizer_config.json`` naming ``DebertaV2Tokenizer`` (``do_lower_case``,
+  ``split_by_punct``), which builds the same pipeline, so ids are equal. A directory with an ``spm.model``
+  whose ``tokenizer_config.json`` names that class (or none, in a ``model_type="deberta-v2"`` directory,
+  as Microsoft's DeBERTa-v3) reads back as that convention.
 * SentencePiece: the model as ``spiece.model`` (lower-casing and Unicode normalisation live inside it),
   ``tokenizer_config.json`` naming ``BertGenerationTokenizer`` (transformers' plain SentencePiece
   wrapper: the ``sentencepiece`` library itself encodes, so ids are ours) and ``special_tokens_map.json``.
@@ -21,6 +26,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from data_pipelines import deberta_spm
 from data_pipelines import tokenizer as tokenizer_lib
 
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -60,6 +66,11 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
         specials.update(bos_token=config["bos_token"], eos_token=config["eos_token"])
         files = [tokenizer_lib.HF_TOKENIZER_FILE] + [
             name for name in ("vocab.json", "merges.txt") if os.path.isfile(os.path.join(out_dir, name))]
+    elif isinstance(tokenizer, deberta_spm.DebertaSentencePieceTokenizer):  # spm.model, DebertaV2Tokenizer's config
+        tokenizer.save(out_dir)
+        config = tokenizer.hf_config()
+        specials.update(bos_token=config["bos_token"], eos_token=config["eos_token"])
+        files = [tokenizer_lib.SENTENCEPIECE_MODEL_FILE]
     elif isinstance(tokenizer, tokenizer_lib.WordPieceTokenizer):
         tokenizer.save(out_dir)  # vocab.txt, tokenizer_config.json
         with open(os.path.join(out_dir, tokenizer_lib.HF_TOKENIZER_FILE), "w", encoding="utf-8") as f:
@@ -82,7 +93,7 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
 def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The tokenizer spec of a Hugging Face directory, or None when it holds no tokenizer we read.
 
-    Byte-level BPE (a ``tokenizer.json`` with a BPE model, or ``vocab.json`` + ``merges.txt``), else
+    DeBERTa-v2/v3's SentencePiece (:func:`deberta_spec`), else byte-level BPE (a ``tokenizer.json`` with a BPE model, or ``vocab.json`` + ``merges.txt``), else
     WordPiece (``vocab.txt``, else ``tokenizer.json``; the normaliser options then come from the
     directory's ``tokenizer_config.json`` / ``tokenizer.json``, see
     :class:`~data_pipelines.tokenizer.WordPieceTokenizer`), else a SentencePiece ``spiece.model`` /
@@ -90,6 +101,9 @@ def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | Non
     """
     from data_pipelines import bpe  # pylint: disable=import-outside-toplevel
 
+    spec = deberta_spec(directory)
+    if spec:
+        return spec
     vocab = bpe.find_bpe_file(directory)
     if vocab:
         return {"kind": "bpe", "vocab_file": vocab}
@@ -100,3 +114,28 @@ def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | Non
         if os.path.isfile(os.path.join(directory, name)):
             return {"kind": "sentencepiece", "model_file": os.path.join(str(directory), name)}
     return None
+
+
+def deberta_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``convention="deberta"`` spec of a directory's ``spm.model`` when its files say DeBERTa-v2/v3
+    (``deberta_spm.is_deberta_config``), with ``do_lower_case`` / ``split_by_punct`` from its
+    ``tokenizer_config.json``; None otherwise."""
+    model_file = os.path.join(str(directory), tokenizer_lib.SENTENCEPIECE_MODEL_FILE)
+    if not os.path.isfile(model_file):
+        return None
+    fields = {}
+    for name in (tokenizer_lib.WORDPIECE_CONFIG_FILE, "config.json"):
+        path = os.path.join(str(directory), name)
+        if os.path.isfile(path):
+            fields[name] = tokenizer_lib._read_json(path)  # pylint: disable=protected-access
+    config = fields.get(tokenizer_lib.WORDPIECE_CONFIG_FILE, {})
+    if not deberta_spm.is_deberta_config(config, fields.get("config.json", {}).get("model_type")):
+        return None
+    options = {}
+    for ours, theirs in (("lowercase", "do_lower_case"), ("split_by_punct", "split_by_punct")):
+        value = config.get(theirs, False)
+        if not isinstance(value, bool):
+            raise ValueError(f"{os.path.join(str(directory), tokenizer_lib.WORDPIECE_CONFIG_FILE)}: {theirs!r} must "
+                             f"be true or false, got {value!r}")
+        options[ours] = value
+    return {"kind": "sentencepiece", "model_file": model_file, "convention": deberta_spm.CONVENTION, **options}

@@ -69,9 +69,12 @@ _NORMALIZER_NAMES = {"lowercase": "lowercase", "strip_accents": "strip_accents",
 
 KINDS = ("wordpiece", "sentencepiece", "bpe")  # "bpe": byte-level BPE (RoBERTa), data_pipelines/bpe.py
 SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
+# A SentencePiece spec's "convention": "bert" (SentencePieceTokenizer, the default) or "deberta"
+# (DeBERTa-v2/v3's, as transformers' DebertaV2Tokenizer: data_pipelines/deberta_spm.py).
+SENTENCEPIECE_CONVENTIONS = ("bert", "deberta")
 _LOAD_KEYS = {
     "wordpiece": {"kind", "vocab_file", "lowercase", "strip_accents", "tokenize_chinese_chars"},
-    "sentencepiece": {"kind", "model_file"},
+    "sentencepiece": {"kind", "model_file", "convention", "split_by_punct"},
     "bpe": {"kind", "vocab_file", "lowercase"},
 }
 # Keys only training reads; a spec that carries them can still be used for loading.
@@ -567,7 +570,8 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
     Args:
       spec: ``{'kind': 'wordpiece', 'vocab_file': '.../vocab.txt', 'lowercase': True}`` (optional
         ``lowercase``, ``strip_accents``, ``tokenize_chinese_chars``; see :class:`WordPieceTokenizer`)
-        or ``{'kind': 'sentencepiece', 'model_file': '.../spm.model'}`` or ``{'kind': 'bpe', 'vocab_file':
+        or ``{'kind': 'sentencepiece', 'model_file': '.../spm.model'}`` (``'convention': 'deberta'``: DeBERTa-v2/v3's,
+        with ``lowercase`` and ``split_by_punct``; ``data_pipelines.deberta_spm``) or ``{'kind': 'bpe', 'vocab_file':
         '.../tokenizer.json' or '.../vocab.json'}`` (byte-level BPE, ``data_pipelines.bpe``). Training-only keys such as
         ``vocab_size`` are accepted and ignored, so one spec serves training and loading.
 
@@ -593,4 +597,13 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
         from data_pipelines import bpe  # pylint: disable=import-outside-toplevel  (bpe builds on this module)
 
         return bpe.BPETokenizer(spec["vocab_file"], lowercase=bool(spec.get("lowercase", False)))
+    convention = spec.get("convention", "bert")
+    if convention not in SENTENCEPIECE_CONVENTIONS:
+        raise ValueError(f"sentencepiece tokenizer spec 'convention' must be one of {SENTENCEPIECE_CONVENTIONS}, "
+                         f"got {convention!r}")
+    if convention == "deberta":
+        from data_pipelines import deberta_spm  # pylint: disable=import-outside-toplevel  (builds on this module)
+
+        return deberta_spm.DebertaSentencePieceTokenizer(spec["model_file"], lowercase=bool(spec.get("lowercase", False)),
+                                                         split_by_punct=bool(spec.get("split_by_punct", False)))
     return SentencePieceTokenizer(spec["model_file"])

@@ -14,7 +14,9 @@ regression (STS-B)                     ``BertForSequenceClassification`` (``prob
 span (SQuAD)                           ``BertForQuestionAnswering``
 tagging (CoNLL-2003)                   ``BertForTokenClassification`` (the tag set as ``id2label``)
 multiple choice (SWAG)                 ``BertForMultipleChoice``
-replaced-token detection (task rtd)    ``ElectraForPreTraining`` (generator: ``ElectraForMaskedLM``)
+replaced-token detection (task rtd)    ``ElectraForPreTraining`` (generator: ``ElectraForMaskedLM``); a
+                                       DeBERTa encoder: ``DebertaV2Model`` + ``discriminator_head.safetensors``
+                                       (generator: ``DebertaV2ForMaskedLM``)
 =====================================  =====================================
 
 plus ``model.safetensors`` (fp32), the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``,
@@ -275,7 +277,9 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
       label_names: class names in id order, for a classification/tagging run whose training file is
         gone (default: read from the run's data as fine-tuning did).
       generator_dir: for a replaced-token-detection run (``task.name='rtd'``, written as
-        ``ElectraForPreTraining``), where to write its generator as ``ElectraForMaskedLM`` (optional).
+        ``ElectraForPreTraining``, or for a DeBERTa encoder ``DebertaV2Model`` with its head in
+        ``discriminator_head.safetensors``), where to write its generator as ``ElectraForMaskedLM`` /
+        ``DebertaV2ForMaskedLM`` (optional; ``hf_electra.RTD_LAYOUTS``).
 
     Returns:
       ``out_dir`` as a ``Path``.
@@ -301,11 +305,14 @@ def export_run(init_from: str, out_dir: str | Path, *, label_names: Sequence[str
     if (run.run_config.get("task") or {}).get("name") == "rtd":
         from bert_jax.interop import hf_electra  # pylint: disable=import-outside-toplevel
 
-        hf_electra.export_rtd_run(run, out_dir, generator_dir=generator_dir)
-        model_card.write_model_card(out_dir, model_card.RunInfo(
-            source=os.fspath(init_from), kind="pretraining", architecture="ElectraForPreTraining",
+        layout = hf_electra.export_rtd_run(run, out_dir, generator_dir=generator_dir)
+        card = model_card.write_model_card(out_dir, model_card.RunInfo(
+            source=os.fspath(init_from), kind="pretraining", architecture=layout.discriminator,
             model_config=run.model_config, run_config=run.run_config, step=run.step,
             summary=_run_summary(run.workdir, PRETRAINING_SUMMARY_FILE), label_names=None))
+        head = hf_electra.discriminator_head_card(run.model_config, layout)
+        if head:
+            card.write_text(card.read_text(encoding="utf-8") + "\n" + head, encoding="utf-8")
         return out_dir
     kind, architecture, extras, names = _run_export_plan(run.run_config, run.params, label_names)
     export_hf(run.params, run.model_config, out_dir, tokenizer_spec=run.tokenizer_spec, architecture=architecture,
