@@ -1,16 +1,24 @@
-"""Pretraining-step throughput: the jitted JAX train step against transformers' PyTorch BERT.
+"""Pretraining-step throughput: the jitted JAX train step against transformers' PyTorch class of the same architecture.
 
-Both frameworks train the same ``ModelConfig`` on the same random contract batch (``data_pipelines.batch``)
-with BERT's MLM + NSP objective, dropout as configured, and the AdamW of
-``bert_jax.optim.default_optimizer_config`` (lr schedule, b1/b2/eps, weight decay off LayerNorm and biases,
-clipping at global norm 1.0).
+Both frameworks train the same ``ModelConfig`` (``step_runners.bench_model_config``: the named ``--size`` of
+``--arch`` with the fields its recipe in ``configs/pretrain.py`` sets) on the same random contract batch
+(``data_pipelines.batch``), dropout as configured, and the AdamW of ``bert_jax.optim.default_optimizer_config``
+(lr schedule, b1/b2/eps, weight decay off LayerNorm and biases, clipping at global norm 1.0). The objective
+is BERT's MLM + NSP for ``--arch=bert``, MLM only for the others (no NSP head).
 
 * JAX: the train step of ``bert_jax.step_builder.build`` (the one the trainer and the AOT check use) on a mesh.
-* PyTorch: eager ``transformers.BertForPreTraining`` (``attn_implementation="sdpa"``) from
-  ``bert_jax.interop.hf_bert.model_config_to_hf_config``, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule.
-  Its MLM loss gathers the masked positions before the head, like ours (``--torch_mlm=gather``), or runs
-  Hugging Face's full-sequence ``labels`` path (``--torch_mlm=full``: every position is projected onto
-  the vocabulary). ``--dtype=bfloat16`` runs it under ``torch.autocast`` (fp32 master weights, as ours).
+* PyTorch: eager ``transformers`` class of the architecture (``step_runners.TORCH_ARCHS``: ``BertForPreTraining``,
+  ``RobertaForMaskedLM``, ``DebertaV2ForMaskedLM``, ``LongformerForMaskedLM``, ``ModernBertForMaskedLM``) built
+  from our exporter's ``config.json`` mapping (the architecture's ``Conversion.config_to_hf``), SDPA where
+  the class supports it, ``torch.optim.AdamW`` + ``clip_grad_norm_`` + our schedule. Its MLM loss gathers
+  the masked positions before the head, like ours (``--torch_mlm=gather``, every class), or runs Hugging
+  Face's full-sequence ``labels`` path (``--torch_mlm=full``: every position is projected onto the
+  vocabulary). ``--dtype=bfloat16`` runs it under ``torch.autocast`` (fp32 master weights, as ours).
+* ``--packed``: rows of 1-4 whole sequences (segment ids ``sequence_ids`` 1, 2, ..., positions restarting);
+  JAX keeps them apart by ``sequence_ids``, PyTorch by a block-diagonal 4D mask (ModernBERT: one per layer
+  type, the sliding one windowed), i.e. the padded computation; Hugging Face's unpadded ModernBERT path
+  needs ``flash_attention_2``. Longformer's class takes a 2D padding mask only: no ``--packed``.
+* ``--attention_window=W``: Longformer's ``attention_window`` / ModernBERT's ``local_attention`` (both sides).
 
 The runners and their inputs are in ``bench/step_runners.py``; this module runs them. Each framework
 runs in a spawned worker process of its own (own runtime, own peak memory). With
@@ -25,6 +33,9 @@ Usage::
     python -m bench.bench_step --size=mini --batch_size=32 --seq_len=128 --max_predictions=20 --steps=20
     python -m bench.bench_step --size=base --batch_size=8 --steps=5 --out=results.jsonl
     python -m bench.bench_step --size=large --batch_size=64 --dtype=bfloat16 --torch_device=cuda  # on a GPU
+    python -m bench.bench_step --arch=modernbert --size=mini --seq_len=512 --max_predictions=77 --packed
+    python -m bench.bench_step --arch=longformer --seq_len=2048 --attention_window=256 --batch_size=1
+    python -m bench.bench_step --table=results.jsonl --peak_tflops=989  # the records of a file as a table
 """
 
 from __future__ import annotations
@@ -50,9 +61,11 @@ from bert_jax.config import ModelConfig  # noqa: E402
 from bench.step_runners import (  # noqa: E402
     FRAMEWORKS,
     MAKERS,
+    TORCH_ARCHS,
     TORCH_MLM_MODES,
     StepRunner,
     available_cpus,
+    bench_model_config,
     time_runners,
 )
 
@@ -141,7 +154,12 @@ def worker_runners(frameworks: Sequence[str], kwargs: Mapping[str, dict[str, Any
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="bert", choices=sorted(TORCH_ARCHS),
+                        help="ModelConfig.architecture (bert_jax.models registry) and its transformers class")
     parser.add_argument("--size", default="mini", help="named model size (bert_jax.config.MODEL_SIZES)")
+    parser.add_argument("--packed", action="store_true", help="rows of several whole sequences (module docstring)")
+    parser.add_argument("--attention_window", type=int, default=None,
+                        help="Longformer attention_window / ModernBERT local_attention (default: the recipe's)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--max_predictions", type=int, default=20)
@@ -176,6 +194,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "one framework at a time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append one JSON line of results to this file")
+    parser.add_argument("--table", default=None, help="print the records of this --out file as a table and exit")
+    parser.add_argument("--peak_tflops", type=float, default=989.0,
+                        help="--table: the peak MFU is computed against (989: H100/H200 dense bf16)")
     args = parser.parse_args(argv)
     args.frameworks = [f.strip() for f in args.framework.split(",") if f.strip()]
     unknown = sorted(set(args.frameworks) - set(FRAMEWORKS))
@@ -194,7 +215,11 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
         overrides.update(hidden_dropout=args.dropout, attention_dropout=args.dropout)
     if args.attention_dropout is not None:
         overrides.update(attention_dropout=args.attention_dropout)
-    return ModelConfig.from_size(args.size, **overrides)
+    try:
+        return bench_model_config(args.arch, args.size, seq_len=args.seq_len, attention_window=args.attention_window,
+                                  **overrides)
+    except ValueError as error:
+        raise SystemExit(f"bench_step: {error}") from None
 
 
 def _set_environment(args: argparse.Namespace) -> None:
@@ -218,16 +243,45 @@ def _print_result(r: Mapping[str, Any]) -> None:
           f"{r['cpu_cores_used']:.2f} cores  load {r['load_average_before'][0]:.1f}->{r['load_average_after'][0]:.1f}")
 
 
+TABLE_COLUMNS = ("arch", "size", "S", "packed", "framework", "tokens/s", "MFU", "compile s", "peak MiB", "loss")
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], peak_tflops: float) -> str:
+    """The records of ``--out`` files as a fixed-width table, one row per framework and record.
+
+    MFU is ``tokens_per_s x flops_per_token`` (``ModelConfig.train_flops_per_token``) over ``peak_tflops``
+    x the devices used, whatever device the record ran on (a CPU's "MFU" against a GPU peak is tiny).
+    """
+    rows = [TABLE_COLUMNS]
+    for record in records:
+        for result in record["results"].values():
+            mfu = result["achieved_tflops"] / (peak_tflops * result.get("num_devices", 1))
+            rows.append((record.get("arch", "bert"), record["size"], str(record["seq_len"]),
+                         "yes" if record.get("packed") else "no", result["framework"],
+                         f"{result['tokens_per_s']:.0f}", f"{100 * mfu:.3g}%", f"{result['compile_s']:.1f}",
+                         f"{result['peak_memory_bytes'] / 2**20:.0f}", f"{result['loss']:.3f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parse_args(argv)
+    if args.table:
+        with open(args.table) as lines:
+            records = [json.loads(line) for line in lines if line.strip()]
+        print(summary_table(records, args.peak_tflops))
+        return {"records": records}
     _set_environment(args)
     config = _model_config(args)
     shape = dict(batch_size=args.batch_size, seq_len=args.seq_len, max_predictions=args.max_predictions)
-    common = dict(config=config, **shape, seed=args.seed)
+    common = dict(config=config, **shape, seed=args.seed, packed=args.packed)
     kwargs = {"jax": dict(common, mesh=parse_mesh(args.mesh)),
               "torch": dict(common, mlm=args.torch_mlm, num_threads=args.torch_threads, device=args.torch_device)}
-    print(f"{args.size} B={args.batch_size} S={args.seq_len} P={args.max_predictions} dtype={args.dtype} "
-          f"scan_layers={args.scan_layers} dropout={config.hidden_dropout}/{config.attention_dropout} "
+    if args.packed and TORCH_ARCHS[args.arch].packed is None and "torch" in args.frameworks:
+        raise SystemExit(f"bench_step: --packed: {TORCH_ARCHS[args.arch].hf_class} cannot keep packed sequences "
+                         "apart (2D padding mask only); add --framework=jax")
+    print(f"{args.arch} {args.size} B={args.batch_size} S={args.seq_len} P={args.max_predictions} packed={args.packed} "
+          f"dtype={args.dtype} scan_layers={args.scan_layers} dropout={config.hidden_dropout}/{config.attention_dropout} "
           f"flops/token={config.train_flops_per_token(args.seq_len, args.max_predictions) / 1e9:.3f} G "
           f"cpus={available_cpus()} mode={args.mode}")
     record: dict[str, Any] = {
@@ -235,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": platform.node(),
         "cpu_count": available_cpus(),
+        "arch": args.arch,
         "size": args.size,
+        "packed": args.packed,
+        "attention_window": args.attention_window,
         "mode": args.mode,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "model_config": config.to_dict(),

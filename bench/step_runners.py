@@ -36,15 +36,29 @@ PADDED_ROW_FRACTION = 0.25
 # Inputs shared by both frameworks
 
 
+def _row_layout(rng: np.random.Generator, length: int, packed: bool) -> list[int]:
+    """The lengths of the sequences of one row of ``length`` real tokens: one, or 1-4 packed ones (each >= 8)."""
+    if not packed or length < 16:
+        return [length]
+    count = int(rng.integers(1, min(4, length // 8) + 1))
+    cuts = np.sort(rng.choice(np.arange(8, length - 7), count - 1, replace=False)) if count > 1 else np.array([], int)
+    lengths = np.diff(np.concatenate([[0], cuts, [length]])).astype(int)
+    return [int(n) for n in lengths] if lengths.min() >= 8 else [length]
+
+
 def random_pretraining_batch(
-    *, batch_size: int, seq_len: int, max_predictions: int, vocab_size: int, seed: int = 0
+    *, batch_size: int, seq_len: int, max_predictions: int, vocab_size: int, seed: int = 0,
+    packed: bool = False, token_types: bool = True,
 ) -> dict[str, np.ndarray]:
     """A realistic random pretraining batch following ``data_pipelines.batch.PRETRAINING_FIELDS``.
 
     Rows are ``[CLS] A [SEP] B [SEP]`` with word-piece ids drawn from the real range ``[999, V)`` of
     the BERT uncased vocabulary; a quarter of the rows (``PADDED_ROW_FRACTION``) are shorter than ``S``
-    and padded. ``data_pipelines.masking.TokenMasker`` picks 15% of each row's real tokens (at most
-    ``P``) and applies 80% [MASK] / 10% random / 10% kept.
+    and padded. ``packed=True``: each row holds 1-4 whole sequences ``[CLS] text [SEP]`` (``sequence_ids``
+    1, 2, ... and ``position_ids`` restarting at 0 in each; segment ids 0), as the packing pipeline
+    writes them. ``token_types=False`` (an architecture with fewer than two token types): segment ids 0.
+    ``data_pipelines.masking.TokenMasker`` picks 15% of each row's real tokens (at most ``P``) and
+    applies 80% [MASK] / 10% random / 10% kept.
 
     Returns:
       field -> int32 array: ``[B, S]`` encoder fields, ``[B, P]`` masked-LM fields, ``[B]`` NSP labels.
@@ -62,12 +76,21 @@ def random_pretraining_batch(
     lengths = np.where(padded, rng.integers(seq_len // 4, seq_len, batch_size), seq_len)
     input_ids = np.full((batch_size, seq_len), PAD_ID, np.int32)
     segment_ids = np.zeros((batch_size, seq_len), np.int32)
+    sequence_ids = np.zeros((batch_size, seq_len), np.int32)
+    position_ids = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy()
     for row, length in enumerate(lengths):
-        text = length - 3  # room for [CLS] and two [SEP]
-        first_sep = 1 + int(rng.integers(1, text))
         input_ids[row, :length] = rng.integers(FIRST_REAL_ID, vocab_size, length)
-        input_ids[row, [0, first_sep, length - 1]] = (CLS_ID, SEP_ID, SEP_ID)
-        segment_ids[row, first_sep + 1:length] = 1
+        start = 0
+        for number, size in enumerate(_row_layout(rng, int(length), packed), start=1):
+            end = start + size
+            input_ids[row, [start, end - 1]] = (CLS_ID, SEP_ID)
+            sequence_ids[row, start:end] = number
+            position_ids[row, start:end] = np.arange(size)
+            if not packed:  # [CLS] A [SEP] B [SEP]
+                first_sep = start + 1 + int(rng.integers(1, size - 3))
+                input_ids[row, first_sep] = SEP_ID
+                segment_ids[row, first_sep + 1:end] = 1 if token_types else 0
+            start = end
     masker = TokenMasker(
         vocab_size=vocab_size,
         special_ids=np.array([PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID]),
@@ -75,17 +98,56 @@ def random_pretraining_batch(
         replacement_ids=np.arange(FIRST_REAL_ID, vocab_size),
         max_predictions_per_seq=max_predictions,
     )
-    input_mask = (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int32)
     batch = {
         **masker(input_ids, rng),
         "segment_ids": segment_ids,
-        "input_mask": input_mask,
-        "sequence_ids": input_mask.copy(),
-        "position_ids": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy(),
+        "input_mask": (sequence_ids > 0).astype(np.int32),
+        "sequence_ids": sequence_ids,
+        "position_ids": position_ids,
         "next_sentence_label": rng.integers(0, 2, batch_size).astype(np.int32),
     }
     batch_contract.validate_batch(batch, dims={"B": batch_size, "S": seq_len, "P": max_predictions})
     return batch
+
+
+def bench_model_config(architecture: str, size: str, *, seq_len: int, attention_window: int | None = None,
+                       **overrides: Any) -> ModelConfig:
+    """The ``ModelConfig`` both frameworks train: the named ``size`` of ``architecture`` with its recipe's fields.
+
+    The recipe's fields are those ``configs.pretrain.get_config("arch=...")`` sets differently from the BERT
+    recipe (RoBERTa's positions and vocabulary, DeBERTa-v3's, Longformer's, ModernBERT's norms and dropout),
+    except the size (layers, width, heads, feed-forward), ``dtype`` and ``vocab_pad_multiple`` (the
+    benchmark's own flags, in ``overrides``). Positions are extended to hold ``seq_len`` tokens.
+
+    Args:
+      architecture: a ``bert_jax.models`` registry name with a ``TORCH_ARCHS`` entry.
+      size: ``ModelConfig.from_size`` name.
+      seq_len: the benchmark's row length.
+      attention_window: the local window (``TorchArch.window_field``: Longformer's ``attention_window``,
+        ModernBERT's ``local_attention``); None keeps the recipe's.
+      overrides: further ``ModelConfig`` fields (laid over everything else).
+
+    Raises:
+      ValueError: for an architecture without a ``TORCH_ARCHS`` entry, or a window for one without windows.
+    """
+    from bert_jax import models
+    from configs import pretrain
+
+    if architecture not in TORCH_ARCHS:
+        raise ValueError(f"--arch={architecture!r}; expected one of {sorted(TORCH_ARCHS)}")
+    spec = TORCH_ARCHS[architecture]
+    bert = pretrain.get_config("size=base").model.to_dict()
+    recipe = pretrain.get_config(f"size=base,arch={architecture}").model.to_dict()
+    fields = {k: v for k, v in recipe.items() if bert.get(k) != v and k not in _NOT_RECIPE_FIELDS}
+    if attention_window is not None:
+        if spec.window_field is None:
+            raise ValueError(f"--attention_window: {architecture} has no local attention window")
+        fields[spec.window_field] = (attention_window,) if spec.window_field == "attention_window" else attention_window
+    if "attention_window" in fields:
+        fields["attention_window"] = tuple(fields["attention_window"])
+    config = ModelConfig.from_size(size, **fields).replace(**overrides)
+    needed = seq_len + models.get(architecture).position_offset(config)
+    return config.replace(max_position_embeddings=max(config.max_position_embeddings, needed))
 
 
 def bench_optimizer_config():
@@ -231,28 +293,37 @@ def make_jax_runner(
     mesh: Mapping[str, int] | None = None,
     devices: Sequence[Any] | None = None,
     compiler_options: Mapping[str, Any] | None = None,
+    packed: bool = False,
     seed: int = 0,
 ) -> StepRunner:
     """The train step of ``bert_jax.step_builder.build`` (the one the trainer runs), compiled for the batch.
 
+    The task is ``pretraining`` with NSP where the architecture has the head (``Architecture.nsp``: BERT),
+    else MLM only. ``runner.initial_params()`` (in this process only) returns the parameters before the
+    first step (host arrays), for ``make_torch_runner(params=...)``.
+
     Args:
-      config: the model (``dtype``, ``scan_layers``, ``remat``, ``attention_impl`` as set).
+      config: the model (``architecture``, ``dtype``, ``scan_layers``, ``remat``, ``attention_impl`` as set).
       batch_size, seq_len, max_predictions: the batch shape ``B, S, P``; ``seed`` seeds params and batch.
       mesh: ``sharding.make_mesh`` axis sizes (default ``{"data": -1}``) over ``devices`` (default all).
       compiler_options: XLA options of this compilation only (``jax.stages.Lowered.compile``).
+      packed: rows of several sequences (``random_pretraining_batch(packed=True)``), kept apart in
+        attention by their ``sequence_ids``.
     """
     import jax
 
-    from bert_jax import perf, sharding, step_builder
+    from bert_jax import models, perf, sharding, step_builder
     from bert_jax.tasks import get_task
 
-    task = get_task("pretraining", config, max_predictions=max_predictions)
+    task = get_task("pretraining", config, max_predictions=max_predictions,
+                    nsp_weight=1.0 if models.get(config.architecture).nsp else 0.0)
     builder = step_builder.build(task, bench_optimizer_config(), mesh=mesh or {"data": -1}, seq_len=seq_len,
                                  devices=devices)
     device_mesh, jitted = builder.mesh, builder.train_step
     state = builder.init_state(seed)
-    host_batch = random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
-                                          vocab_size=config.vocab_size, seed=seed)
+    initial_params = jax.device_get(state.params)
+    host_batch = bench_batch(config, batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
+                             seed=seed, packed=packed)
     batch = sharding.shard_batch(host_batch, device_mesh)
     start = time.perf_counter()
     lowered = jitted.lower(state, batch)
@@ -275,7 +346,7 @@ def make_jax_runner(
             return max(s["peak_bytes_in_use"] for s in stats), "device peak_bytes_in_use (max over devices)"
         return _host_peak_memory()
 
-    return StepRunner(
+    runner = StepRunner(
         framework="jax", run_step=run_step, last_loss=lambda: task.summarize(jax.device_get(metrics))["loss"],
         compile_s=compile_seconds, peak_memory=peak_memory,
         num_devices=len(used_devices), peak_flops=perf.device_peak_flops(used_devices[0]),
@@ -288,8 +359,12 @@ def make_jax_runner(
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "compiler_options": dict(compiler_options or {}),
             "prng_impl": str(jax.config.jax_default_prng_impl),
+            "architecture": config.architecture,
+            "packed": packed,
         },
     )
+    runner.initial_params = lambda: initial_params
+    return runner
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +374,9 @@ def make_jax_runner(
 def _torch_optimizer(model, cfg):
     """``torch.optim.AdamW`` + ``LambdaLR`` matching ``optim.make_optimizer(cfg)`` (AdamW only).
 
-    Weight decay skips LayerNorm parameters and biases, as ``optim.is_decayed`` does; the learning rate
-    follows ``optim.make_schedule(cfg)`` itself.
+    Weight decay skips the 1-D parameters (biases, norm scales and shifts of every class), which are the
+    ones ``optim.is_decayed`` skips (norms and biases; our kernels and tables are >= 2-D); the learning
+    rate follows ``optim.make_schedule(cfg)`` itself.
     """
     import torch
 
@@ -309,14 +385,81 @@ def _torch_optimizer(model, cfg):
     if cfg.name != "adamw":
         raise ValueError(f"the PyTorch side mirrors AdamW only; got optimizer.name={cfg.name!r}")
     decayed, not_decayed = [], []
-    for name, param in model.named_parameters():
-        (not_decayed if name.endswith("bias") or "LayerNorm" in name else decayed).append(param)
+    for param in model.parameters():
+        (not_decayed if param.ndim < 2 else decayed).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
         lr=cfg.learning_rate, betas=(cfg.b1, cfg.b2), eps=cfg.eps)
     schedule = optim.make_schedule(cfg)
     factor = lambda step: float(schedule(step)) / cfg.learning_rate  # noqa: E731
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchArch:
+    """How the PyTorch side trains one architecture: its ``transformers`` class and where its parts are.
+
+    Attributes:
+      hf_class: the ``transformers`` class (a key of the architecture's ``Conversion.architecture_parts``).
+      base: the attribute holding the base model (``model.bert``), called on the encoder inputs.
+      mlm_head: ``fn(model, hidden [B, P, H]) -> logits [B, P, V]``: the MLM head on gathered positions.
+      nsp_head: ``fn(model, pooled [B, H]) -> [B, 2]`` where the class has NSP (BERT), else None.
+      token_types: whether the class takes ``token_type_ids``.
+      packed: how packed rows reach the class: ``"mask"`` (one 4D mask, ``attention_mask=``), ``"layer_types"``
+        (ModernBERT: a 4D mask per layer type, full and sliding), None (the class cannot keep packed
+        sequences apart: Longformer's banded attention reads only a 2D padding mask).
+      window_field: the ``ModelConfig`` field ``--attention_window`` sets (None: no local window).
+    """
+
+    hf_class: str
+    base: str
+    mlm_head: Callable[[Any, Any], Any]
+    nsp_head: Callable[[Any, Any], Any] | None = None
+    token_types: bool = True
+    packed: str | None = "mask"
+    window_field: str | None = None
+
+
+#: Architecture (``ModelConfig.architecture``) -> its PyTorch side.
+TORCH_ARCHS: dict[str, TorchArch] = {
+    "bert": TorchArch("BertForPreTraining", "bert", lambda m, h: m.cls.predictions(h),
+                      nsp_head=lambda m, pooled: m.cls.seq_relationship(pooled)),
+    "roberta": TorchArch("RobertaForMaskedLM", "roberta", lambda m, h: m.lm_head(h)),
+    "deberta_v2": TorchArch("DebertaV2ForMaskedLM", "deberta", lambda m, h: m.cls(h)),
+    "longformer": TorchArch("LongformerForMaskedLM", "longformer", lambda m, h: m.lm_head(h), packed=None,
+                            window_field="attention_window"),
+    "modernbert": TorchArch("ModernBertForMaskedLM", "model", lambda m, h: m.decoder(m.head(h)), token_types=False,
+                            packed="layer_types", window_field="local_attention"),
+}
+# Recipe fields the benchmark does not take from configs/pretrain.py (its own flags and the named size).
+_NOT_RECIPE_FIELDS = ("num_layers", "hidden_size", "num_heads", "intermediate_size", "dtype", "vocab_pad_multiple")
+
+
+def bench_batch(config: ModelConfig, *, batch_size: int, seq_len: int, max_predictions: int, seed: int = 0,
+                packed: bool = False) -> dict[str, np.ndarray]:
+    """``random_pretraining_batch`` for ``config``: its vocabulary, segment ids only where it has two types."""
+    return random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
+                                    vocab_size=config.vocab_size, seed=seed, packed=packed,
+                                    token_types=config.type_vocab_size > 1)
+
+
+def _packed_attention_mask(spec: TorchArch, model, sequence_ids, dtype):
+    """The attention mask of packed rows for ``spec``'s class: a token sees the tokens of its own sequence
+    (padding sees padding, so no row is empty), built by ``transformers.masking_utils`` for the model's
+    attention implementation; ModernBERT's sliding layers also get their window from there."""
+    import torch
+    from transformers import masking_utils
+
+    def same_sequence(batch_idx, head_idx, q_idx, kv_idx):
+        return sequence_ids[batch_idx, q_idx] == sequence_ids[batch_idx, kv_idx]
+
+    embeds = torch.empty(*sequence_ids.shape, 1, dtype=dtype, device=sequence_ids.device)  # shapes only
+    kwargs = dict(config=model.config, inputs_embeds=embeds, attention_mask=None, and_mask_function=same_sequence)
+    full = masking_utils.create_bidirectional_mask(**kwargs)
+    if spec.packed == "layer_types":
+        return {"full_attention": full,
+                "sliding_attention": masking_utils.create_bidirectional_sliding_window_mask(**kwargs)}
+    return full
 
 
 def make_torch_runner(
@@ -326,57 +469,109 @@ def make_torch_runner(
     seq_len: int,
     max_predictions: int,
     mlm: str = "gather",
+    packed: bool = False,
+    params: Mapping[str, Any] | None = None,
     num_threads: int | None = None,
     device: str = "auto",
     seed: int = 0,
 ) -> StepRunner:
-    """An eager training step of ``transformers.BertForPreTraining`` on the same kind of batch.
+    """An eager training step of the architecture's ``transformers`` class (``TORCH_ARCHS``) on the same batch.
+
+    The class is built from our exporter's ``config.json`` mapping (``Conversion.config_to_hf``) with
+    ``attn_implementation="sdpa"`` where the class supports it (BERT, RoBERTa, ModernBERT), else its own
+    attention (DeBERTa-v2's disentangled, Longformer's banded). The loss is BERT's (MLM + NSP) for
+    ``BertForPreTraining``, MLM only for the ``...ForMaskedLM`` classes. Positions are ours plus the
+    architecture's offset (RoBERTa, Longformer: ``pad_token_id + 1``); Longformer's global tokens are the
+    ones our pretraining model picks (``attention.global_tokens("cls")``).
 
     Args:
       config: the model; ``dtype="bfloat16"`` runs forward and loss under ``torch.autocast``.
       batch_size, seq_len, max_predictions, seed: as ``make_jax_runner``.
-      mlm: ``"gather"`` (MLM head on the gathered masked positions, as ours) or ``"full"`` (Hugging
-        Face's ``labels`` path: the head on every position, -100 off the masked ones).
+      mlm: ``"gather"`` (the MLM head on the gathered masked positions, as ours; every class allows it) or
+        ``"full"`` (Hugging Face's ``labels`` path: the head on every position, -100 off the masked ones;
+        ModernBERT's ``sparse_prediction`` stays off, its default).
+      packed: packed rows (``random_pretraining_batch(packed=True)``), kept apart by a 4D mask
+        (``_packed_attention_mask``): the padded computation with a block-diagonal mask, not Hugging Face's
+        unpadded ModernBERT path (that needs ``flash_attention_2``).
+      params: our parameters (``make_jax_runner(...).initial_params()``) to start from, exported by
+        ``hf_convert.params_to_state_dict``; None: the class's own initialisation (seeded).
       num_threads: ``torch.set_num_threads`` (default: the CPUs this process may run on).
       device: torch device, e.g. ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+
+    Raises:
+      ValueError: for an unknown ``mlm``, an architecture without a ``TORCH_ARCHS`` entry, or ``packed`` for
+        a class that cannot keep packed sequences apart.
     """
     import torch
     import torch.nn.functional as F
     import transformers
 
-    from bert_jax import perf
-    from bert_jax.interop.hf_bert import model_config_to_hf_config
+    from bert_jax import attention, models, perf
+    from bert_jax.interop import hf_convert
 
     if mlm not in TORCH_MLM_MODES:
         raise ValueError(f"mlm={mlm!r}; expected one of {TORCH_MLM_MODES}")
+    if config.architecture not in TORCH_ARCHS:
+        raise ValueError(f"model.architecture={config.architecture!r}: no PyTorch side; expected one of "
+                         f"{sorted(TORCH_ARCHS)}")
+    spec, arch = TORCH_ARCHS[config.architecture], models.get(config.architecture)
+    if packed and spec.packed is None:
+        raise ValueError(f"--packed: {spec.hf_class} cannot keep packed sequences apart (2D padding mask only)")
     torch.set_num_threads(num_threads or available_cpus())
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     torch.manual_seed(seed)
-    hf_config = transformers.BertConfig(**model_config_to_hf_config(config), attn_implementation="sdpa")
-    model = transformers.BertForPreTraining(hf_config).to(device).train()
+    conversion = hf_convert.for_architecture(config)
+    model_class = getattr(transformers, spec.hf_class)
+    fields = conversion.config_to_hf(config, pad_token_id=config.pad_token_id, architecture=spec.hf_class,
+                                     extras=None)
+    hf_config = model_class.config_class(
+        **fields, attn_implementation="sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager")
+    model = model_class(hf_config)
+    if params is not None:
+        state = hf_convert.params_to_state_dict(conversion, params, config, spec.hf_class)
+        result = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
+        named = dict(model.named_parameters())
+        missing = [key for key in result.missing_keys if key in named]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"exported state dict does not fit {spec.hf_class}: missing {missing}, "
+                             f"unexpected {result.unexpected_keys}")
+    model = model.to(device).train()
     optimizer_cfg = bench_optimizer_config()
     optimizer, scheduler = _torch_optimizer(model, optimizer_cfg)
-    host_batch = random_pretraining_batch(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
-                                          vocab_size=config.vocab_size, seed=seed)
+    host_batch = bench_batch(config, batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,
+                             seed=seed, packed=packed)
     batch = {name: torch.from_numpy(array).long().to(device) for name, array in host_batch.items()}
     weights = batch["masked_lm_weights"].float()
     labels = torch.full_like(batch["input_ids"], -100).scatter(
         1, batch["masked_lm_positions"], torch.where(weights > 0, batch["masked_lm_ids"], -100))
-    encoder_inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["input_mask"],
-                          token_type_ids=batch["segment_ids"], position_ids=batch["position_ids"])
+    encoder_inputs = dict(input_ids=batch["input_ids"],
+                          position_ids=batch["position_ids"] + arch.position_offset(config))
+    compute_dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    if packed:
+        encoder_inputs["attention_mask"] = _packed_attention_mask(spec, model, batch["sequence_ids"], compute_dtype)
+    else:
+        encoder_inputs["attention_mask"] = batch["input_mask"]
+    if spec.token_types:
+        encoder_inputs["token_type_ids"] = batch["segment_ids"]
+    if arch.global_attention:
+        encoder_inputs["global_attention_mask"] = torch.from_numpy(np.asarray(attention.global_tokens(
+            "cls", host_batch["segment_ids"], host_batch["sequence_ids"], host_batch["position_ids"]))).long().to(device)
+    nsp_labels = {"next_sentence_label": batch["next_sentence_label"]} if spec.nsp_head else {}
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=config.dtype == "bfloat16")
 
     def loss_fn() -> torch.Tensor:
         if mlm == "full":
-            return model(**encoder_inputs, labels=labels, next_sentence_label=batch["next_sentence_label"]).loss
-        sequence, pooled = model.bert(**encoder_inputs)[:2]
+            return model(**encoder_inputs, labels=labels, **nsp_labels).loss
+        outputs = getattr(model, spec.base)(**encoder_inputs)
+        sequence = outputs[0]
         positions = batch["masked_lm_positions"][..., None].expand(-1, -1, sequence.shape[-1])
-        logits = model.cls.predictions(torch.gather(sequence, 1, positions)).float()
+        logits = spec.mlm_head(model, torch.gather(sequence, 1, positions)).float()
         losses = F.cross_entropy(logits.flatten(0, 1), batch["masked_lm_ids"].flatten(), reduction="none")
-        mlm_loss = (losses * weights.flatten()).sum() / weights.sum().clamp_min(1e-8)
-        nsp_logits = model.cls.seq_relationship(pooled).float()
-        return mlm_loss + F.cross_entropy(nsp_logits, batch["next_sentence_label"])
+        loss = (losses * weights.flatten()).sum() / weights.sum().clamp_min(1e-8)
+        if spec.nsp_head:
+            loss = loss + F.cross_entropy(spec.nsp_head(model, outputs[1]).float(), batch["next_sentence_label"])
+        return loss
 
     on_cuda = torch.device(device).type == "cuda"
     loss = None
@@ -411,6 +606,9 @@ def make_torch_runner(
             "device": kind,
             "num_threads": torch.get_num_threads(),
             "mlm": mlm,
+            "hf_class": spec.hf_class,
+            "packed": packed,
+            "packed_mask": spec.packed if packed else None,
             "attn_implementation": model.config._attn_implementation,
             "torch_version": torch.__version__,
             "transformers_version": transformers.__version__,

@@ -160,3 +160,87 @@ def test_layer_stack_flops_match_the_compilers_count(architecture, over):
         wide = cfg.replace(attention_window=(1024,), local_attention=1024)
         growth = models.layer_stack_flops(cfg, 512) - models.layer_stack_flops(cfg, 256)
         assert growth < models.layer_stack_flops(wide, 512) - models.layer_stack_flops(wide, 256)
+
+
+def test_random_packed_batch_holds_whole_sequences():
+    batch = step_runners.random_pretraining_batch(batch_size=16, seq_len=64, max_predictions=10,
+                                                vocab_size=CONFIG.vocab_size, seed=1, packed=True)
+    assert batch_contract.validate_batch(batch) == {"B": 16, "S": 64, "P": 10}
+    assert batch["sequence_ids"].max() > 1  # some rows hold several sequences
+    starts = batch["position_ids"] == 0
+    real = batch["sequence_ids"] > 0
+    assert (batch["input_ids"][starts & real] == step_runners.CLS_ID).all()
+    assert (starts & real).sum() == sum(len(set(row[row > 0])) for row in batch["sequence_ids"])
+    assert (batch["segment_ids"] == 0).all()
+    assert (batch["input_mask"] == real).all()
+
+
+def test_bench_model_config_takes_the_recipe_fields():
+    roberta = step_runners.bench_model_config("roberta", "tiny", seq_len=128)
+    assert (roberta.architecture, roberta.pad_token_id, roberta.type_vocab_size, roberta.vocab_size) == (
+        "roberta", 1, 1, 50265)
+    assert roberta.num_layers == CONFIG.num_layers  # the named size, not the recipe's
+    modern = step_runners.bench_model_config("modernbert", "tiny", seq_len=16384, attention_window=64)
+    assert (modern.local_attention, modern.hidden_dropout, modern.max_position_embeddings) == (64, 0.0, 16384)
+    longformer = step_runners.bench_model_config("longformer", "tiny", seq_len=128, attention_window=32)
+    assert longformer.attention_window == (32,) and longformer.max_position_embeddings == 4097
+    with pytest.raises(ValueError, match="bert has no local attention window"):
+        step_runners.bench_model_config("bert", "tiny", seq_len=128, attention_window=32)
+    with pytest.raises(ValueError, match="--arch='electra'"):
+        step_runners.bench_model_config("electra", "tiny", seq_len=128)
+    cfg = step_runners.bench_model_config("longformer", "tiny", seq_len=32)
+    with pytest.raises(ValueError, match="LongformerForMaskedLM cannot keep packed"):
+        step_runners.make_torch_runner(cfg, batch_size=2, seq_len=32, max_predictions=4, packed=True, device="cpu")
+
+
+# (architecture, packed): every architecture's runner pair, ModernBERT also on packed rows (its sliding layer
+# windowed below the row length, so the per-layer-type masks are both exercised).
+PAIRS = [("bert", False), ("roberta", False), ("deberta_v2", False), ("longformer", False), ("modernbert", False),
+         ("modernbert", True)]
+
+
+@pytest.mark.parametrize("architecture, packed", PAIRS, ids=[f"{a}{'-packed' if p else ''}" for a, p in PAIRS])
+def test_runner_pair_starts_from_the_same_loss(architecture, packed):
+    """The JAX runner's initial parameters exported to the transformers class give the same first loss (fp32,
+    dropout 0) on the same batch, and both sides take a second step."""
+    window = 16 if step_runners.TORCH_ARCHS[architecture].window_field else None
+    layers = 2 if architecture == "modernbert" else 1  # ModernBERT: a global and a local layer
+    cfg = step_runners.bench_model_config(architecture, "tiny", seq_len=32, attention_window=window, dtype="float32",
+                                          vocab_size=1024, hidden_dropout=0.0, attention_dropout=0.0, num_layers=layers)
+    shape = dict(batch_size=2, seq_len=32, max_predictions=4, packed=packed)
+    jax_runner = step_runners.make_jax_runner(cfg, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
+                                              compiler_options=FAST_COMPILE)
+    jax_runner.run_step()
+    torch_runner = step_runners.make_torch_runner(cfg, **shape, params=jax_runner.initial_params(), num_threads=1,
+                                                  device="cpu")
+    assert abs(jax_runner.last_loss() - torch_runner.last_loss()) < 1e-4, (jax_runner.last_loss(),
+                                                                         torch_runner.last_loss())
+    untrained = math.log(1024) + (math.log(2) if architecture == "bert" else 0.0)  # MLM ~ ln(V), NSP ~ ln(2)
+    assert abs(jax_runner.last_loss() - untrained) < 0.5
+    jax_runner.run_step()
+    torch_runner.run_step()
+    assert abs(jax_runner.last_loss() - torch_runner.last_loss()) < 1e-3
+    assert torch_runner.info["hf_class"] == step_runners.TORCH_ARCHS[architecture].hf_class
+    assert jax_runner.info["architecture"] == architecture and torch_runner.info["packed"] == packed
+
+
+def test_device_check_tiny_cpu_mode_prints_every_row(tmp_path):
+    """bench/device_check.sh in its tiny CPU mode: the table has a row per framework and shape, all numbers."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "device_check.jsonl"
+    env = dict(os.environ, DEVICE_CHECK_TINY="1", DEVICE_CHECK_OUT=str(out), PYTHON=sys.executable)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "device_check.sh")
+    done = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout.split("=== device check")[-1].splitlines()[1:]
+    assert table[0].split() == ["arch", "size", "S", "packed", "framework", "tokens/s", "MFU", "compile", "s",
+                                "peak", "MiB", "loss"]
+    rows = [line.split() for line in table[1:] if line.strip()]
+    assert sorted((r[2], r[3], r[4]) for r in rows) == [("32", "no", "jax"), ("32", "no", "torch"),
+                                                         ("64", "yes", "jax"), ("64", "yes", "torch")]
+    for row in rows:
+        numbers = [float(cell.rstrip("%")) for cell in row[5:]]
+        assert all(math.isfinite(n) and n > 0 for n in numbers), row
