@@ -8,7 +8,8 @@ post-processor trimming offsets), so ids are equal; a ``tokenizer.json`` is used
 
 Special tokens are RoBERTa's: ``<s>`` (our ``[CLS]`` role: rows are ``<s> ... </s>``), ``</s>``
 (``[SEP]``), ``<pad>``, ``<unk>``, ``<mask>`` (which, as in RoBERTa's tokenizer, absorbs the space
-before it). A pair row is RoBERTa's ``<s> a </s></s> b </s>`` (``Tokenizer.pair_separator``: two ``</s>``). A vocabulary trained here (:func:`train_bpe`, ``tokenizers.ByteLevelBPETokenizer``'s
+before it). A pair row is RoBERTa's ``<s> a </s></s> b </s>`` (``Tokenizer.pair_separator``: two
+``</s>``). A vocabulary trained here (:func:`train_bpe`, ``tokenizers.ByteLevelBPETokenizer``'s
 trainer) puts them first as ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` 4
 (``roberta-base`` has the first four at those ids), so ``model.pad_token_id=1``.
 """

@@ -246,7 +246,8 @@ def test_bpe_squad_rows_equal_roberta_tokenizer_fast_and_label_the_answer(bpe_to
     whole = squad.featurize_squad(examples, ours, max_seq_length=256, is_training=True)
     assert len(whole) == len(examples)
     for example, row in zip(examples, (whole[i] for i in range(len(whole)))):
-        assert row["input_ids"][row["input_mask"] > 0].tolist() == theirs(example.question, example.context)["input_ids"]
+        want = theirs(example.question, example.context)["input_ids"]
+        assert row["input_ids"][row["input_mask"] > 0].tolist() == want
     # Longformer's question tokens (global attention) are those before the first </s>, as transformers picks them.
     rows = whole.rows(np.arange(len(whole)))
     first_sep = np.argmax(rows["input_ids"] == ours.sep_id, axis=1)

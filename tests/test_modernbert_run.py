@@ -7,13 +7,15 @@ import pytest
 import torch
 import transformers
 
-from bert_jax import finetune, train
+from bert_jax import finetune, run_config, train
 from bert_jax.config import ModelConfig
-from bert_jax.heads import PooledClassifier
+from bert_jax.heads import PooledClassifier, SpanModel, TokenClassifier
 from bert_jax.interop import export
-from configs import demo, finetune_glue, pretrain
-from data_pipelines.finetune import get_finetune_reader
-from tests.helpers import MRPC_PAIRS, VOCAB, _mrpc_dir, _small, assert_layouts_match_one_device, tiny_overrides
+from configs import demo, finetune_glue, finetune_ner, finetune_squad, pretrain
+from data_pipelines.finetune import conll, get_finetune_reader
+from tests import test_export as export_tests  # _trainer: a fine-tuning trainer restored as finetune.run does
+from tests.helpers import (CONLL_TRAIN, MRPC_PAIRS, SQUAD_ARTICLES, VOCAB, _mrpc_dir, _small, _squad_file, _write,
+                           assert_layouts_match_one_device, tiny_overrides)
 
 # 2 layers (global, then local with 4 keys each side: narrower than the 32-token rows, so banded).
 TINY_MODERNBERT = {"model.num_layers": 2, "model.local_attention": 8, "model.global_attn_every_n_layers": 2}
@@ -88,3 +90,57 @@ def test_finetuned_classifier_exports_to_modernbert_for_sequence_classification(
         ref = model.eval()(input_ids=torch.from_numpy(enc["input_ids"]),
                            attention_mask=torch.from_numpy(enc["attention_mask"])).logits.numpy()
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
+
+
+# Token-level kind -> (config, its data files, transformers' auto class, the class the export must be).
+TOKEN_KINDS = {
+    "tagging": (finetune_ner.get_config, "AutoModelForTokenClassification", "ModernBertForTokenClassification"),
+    "span": (lambda: finetune_squad.get_config("version=v1.1"), "AutoModelForQuestionAnswering",
+             "ModernBertForQuestionAnswering"),
+}
+
+
+@pytest.mark.parametrize("kind", list(TOKEN_KINDS))
+def test_tagging_and_span_runs_export_to_modernbert_classes_with_our_logits(pretraining_run, tmp_path, kind):
+    """A CoNLL / SQuAD run from the ModernBERT pretraining (restored as ``finetune.run`` restores it, saved at step 0
+    as test_export's runs), exported: transformers' auto class loads the task class (prediction head on every
+    token) with no missing or unexpected keys and gives our logits at every real token."""
+    get_config, auto_class, expected = TOKEN_KINDS[kind]
+    if kind == "tagging":
+        _write(f"{tmp_path}/data/train.txt", CONLL_TRAIN)
+    else:
+        _squad_file(f"{tmp_path}/data/train-v1.1.json", version_2=False)
+    config = _small(get_config(), pretraining_run, tmp_path / "data")
+    if kind == "span":
+        config.data.featurize_options.update(doc_stride=16, max_query_length=16)
+    labels = conll.NER_TAGS if kind == "tagging" else None
+    config, trainer, _ = export_tests._trainer(config, kind, labels, tmp_path / "run")
+    trainer.checkpointer.save(0, trainer.state, force=True)
+    trainer.close()
+    run_config.save_config(config, str(tmp_path / "run"))
+    out = export.export_run(tmp_path / "run", tmp_path / "hf")
+    model, info = getattr(transformers, auto_class).from_pretrained(out, attn_implementation="eager",
+                                                                    output_loading_info=True)
+    assert type(model).__name__ == expected and not any(info.values()), info
+
+    saved = export.load_run(str(tmp_path / "run"))
+    cfg = saved.model_config.replace(dtype="float32")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    questions, contexts = [c[2][0][0] for c in SQUAD_ARTICLES], [c[1] for c in SQUAD_ARTICLES]
+    enc = tokenizer(questions, contexts, padding=True, return_tensors="np")
+    mask = enc["attention_mask"].astype(np.int32)
+    batch = {"input_ids": enc["input_ids"].astype(np.int32), "segment_ids": np.zeros_like(mask),  # no token types
+             "sequence_ids": mask, "input_mask": mask,
+             "position_ids": np.broadcast_to(np.arange(mask.shape[1], dtype=np.int32), mask.shape)}
+    with torch.no_grad():
+        ref = model.eval()(input_ids=torch.from_numpy(enc["input_ids"]),
+                           attention_mask=torch.from_numpy(enc["attention_mask"]))
+    if kind == "tagging":
+        assert model.config.id2label == dict(enumerate(conll.NER_TAGS))
+        ours = np.asarray(TokenClassifier(cfg, len(labels)).apply({"params": saved.params}, batch))
+        ref = ref.logits.numpy()
+    else:
+        logits = SpanModel(cfg).apply({"params": saved.params}, batch)
+        ours = np.stack([logits["start_logits"], logits["end_logits"]], -1)
+        ref = np.stack([ref.start_logits.numpy(), ref.end_logits.numpy()], -1)
+    np.testing.assert_allclose(ours[mask > 0], ref[mask > 0], rtol=0, atol=1e-5)
