@@ -70,7 +70,7 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
         tokenizer.save(out_dir)
         config = tokenizer.hf_config()
         specials.update(bos_token=config["bos_token"], eos_token=config["eos_token"])
-        files = [tokenizer_lib.SENTENCEPIECE_MODEL_FILE]
+        files = [tokenizer.model_file_name]
     elif isinstance(tokenizer, tokenizer_lib.WordPieceTokenizer):
         tokenizer.save(out_dir)  # vocab.txt, tokenizer_config.json
         with open(os.path.join(out_dir, tokenizer_lib.HF_TOKENIZER_FILE), "w", encoding="utf-8") as f:
@@ -117,12 +117,16 @@ def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | Non
 
 
 def deberta_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``convention="deberta"`` spec of a directory's ``spm.model`` when its files say DeBERTa-v2/v3
+    """The ``convention="deberta"`` spec of a directory's ``spm.model`` (else its Unigram ``tokenizer.json``,
+    as transformers saves one) when its files say DeBERTa-v2/v3
     (``deberta_spm.is_deberta_config``), with ``do_lower_case`` / ``split_by_punct`` from its
     ``tokenizer_config.json``; None otherwise."""
     model_file = os.path.join(str(directory), tokenizer_lib.SENTENCEPIECE_MODEL_FILE)
-    if not os.path.isfile(model_file):
-        return None
+    if not os.path.isfile(model_file):  # transformers 5 saves a DebertaV2Tokenizer as a Unigram tokenizer.json
+        model_file = os.path.join(str(directory), tokenizer_lib.HF_TOKENIZER_FILE)
+        if not (os.path.isfile(model_file)
+                and (tokenizer_lib._read_json(model_file).get("model") or {}).get("type") == "Unigram"):  # pylint: disable=protected-access
+            return None
     fields = {}
     for name in (tokenizer_lib.WORDPIECE_CONFIG_FILE, "config.json"):
         path = os.path.join(str(directory), name)

@@ -94,6 +94,21 @@ def test_the_exported_directory_imports_as_the_same_tokenizer(trained, exported,
     assert hf_tokenizer_files.find_hf_tokenizer_spec(out)["convention"] == "deberta"
 
 
+def test_a_directory_transformers_saved_imports_with_the_same_ids(exported, sentences, tmp_path):
+    _, _, theirs = exported
+    theirs.save_pretrained(tmp_path / "saved")  # transformers 5: tokenizer.json + tokenizer_config.json, no spm.model
+    spec = hf_tokenizer_files.find_hf_tokenizer_spec(tmp_path / "saved")
+    assert spec["convention"] == "deberta" and spec["model_file"] == str(tmp_path / "saved" / "tokenizer.json")
+    ours = tok_lib.load_tokenizer(spec)
+    assert (ours.cls_id, ours.sep_id, ours.pad_id, ours.unk_id, ours.mask_id) == (1, 2, 0, 3, PIECES)
+    for text, ids in zip(sentences, ours.encode_batch(sentences)):
+        assert ids.tolist() == theirs(text, add_special_tokens=False)["input_ids"], text
+    written = hf_tokenizer_files.write_hf_tokenizer_files(spec, str(tmp_path / "again"), model_max_length=4096)
+    assert written[0] == "tokenizer.json"
+    again = transformers.AutoTokenizer.from_pretrained(tmp_path / "again")
+    assert again(sentences)["input_ids"] == theirs(sentences)["input_ids"]
+
+
 def test_lowercase_and_punctuation_options_match_transformers(trained, sentences, tmp_path):
     spec = {**trained.spec, "lowercase": True, "split_by_punct": True}
     ours = tok_lib.load_tokenizer(spec)
