@@ -93,7 +93,8 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
 def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The tokenizer spec of a Hugging Face directory, or None when it holds no tokenizer we read.
 
-    DeBERTa-v2/v3's SentencePiece (:func:`deberta_spec`), else byte-level BPE (a ``tokenizer.json`` with a BPE model, or ``vocab.json`` + ``merges.txt``), else
+    DeBERTa-v2/v3's SentencePiece (:func:`deberta_spec`), else byte-level BPE (a ``tokenizer.json`` with a
+    BPE model, or ``vocab.json`` + ``merges.txt``), else
     WordPiece (``vocab.txt``, else ``tokenizer.json``; the normaliser options then come from the
     directory's ``tokenizer_config.json`` / ``tokenizer.json``, see
     :class:`~data_pipelines.tokenizer.WordPieceTokenizer`), else a SentencePiece ``spiece.model`` /
@@ -137,8 +138,9 @@ def deberta_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
     model_file = next((os.path.join(directory, name) for name in (tokenizer_lib.SENTENCEPIECE_MODEL_FILE,
                                                                    tokenizer_lib.HF_TOKENIZER_FILE)
                        if os.path.isfile(os.path.join(directory, name))), None)
-    if model_file is None or (model_file.endswith(".json") and (
-            tokenizer_lib._read_json(model_file).get("model") or {}).get("type") != "Unigram"):  # pylint: disable=protected-access
+    read_json = tokenizer_lib._read_json  # pylint: disable=protected-access
+    if model_file is None or (model_file.endswith(".json")
+                              and (read_json(model_file).get("model") or {}).get("type") != "Unigram"):
         return None  # e.g. a DeBERTa model with a WordPiece tokenizer
     options = {}
     for ours, theirs in (("lowercase", "do_lower_case"), ("split_by_punct", "split_by_punct")):

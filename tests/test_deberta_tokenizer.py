@@ -175,8 +175,8 @@ def test_bad_models_and_specs_are_named(trained, texts, tmp_path):
 
     plain = tmp_path / "plain.model"  # SentencePiece's defaults: <unk>, <s>, </s>
     lines = "\n".join(texts[:2]).splitlines()
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(plain)[:-6], vocab_size=100,
-                                             input_sentence_size=300, minloglevel=2)
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(plain)[:-6],
+                                             vocab_size=100, input_sentence_size=300, minloglevel=2)
     with pytest.raises(ValueError, match=r"plain.model: a DeBERTa SentencePiece model needs the pieces "
                                          r"\['\[PAD\]', '\[CLS\]', '\[SEP\]', '\[UNK\]'\]"):
         tok_lib.load_tokenizer({"kind": "sentencepiece", "model_file": str(plain), "convention": "deberta"})
