@@ -22,8 +22,8 @@ Variants after the colon, comma-separated ``key=value``:
   - ``deberta_v2``: DeBERTa-v3's encoder (``ARCH_MODELS``): relative attention with 256 position
     buckets, no absolute input positions, no token types, LayerNorm eps 1e-7, a 128,100-id
     SentencePiece vocabulary as Microsoft's DeBERTa-v3 (read with DeBERTa's conventions,
-    ``tokenizer.convention="deberta"``, the ids of transformers' ``DebertaV2Tokenizer``); MLM only (no NSP, packed whole sentences); the
-    Enhanced Mask Decoder on: ``--config.model.enhanced_mask_decoder=True``.
+    ``tokenizer.convention="deberta"``, the ids of transformers' ``DebertaV2Tokenizer``); MLM only (no
+    NSP, packed whole sentences); the Enhanced Mask Decoder on: ``--config.model.enhanced_mask_decoder=True``.
   - ``longformer``: sliding-window attention, window 512 in every layer, global attention on ``[CLS]``,
     4,096-token rows, MLM only; start it from a BERT/RoBERTa checkpoint converted by
     ``bert-jax to-longformer`` with ``--config.train.init_from``, as the Longformer paper does; ``phase``

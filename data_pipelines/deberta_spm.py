@@ -20,7 +20,8 @@ transformers adds it. Rows are ``[CLS] A [SEP] B [SEP]`` (``data_pipelines.rows`
 at the pieces beginning with ``▁``.
 
 The model's pieces, scores and piece types are read from the model file with the ``sentencepiece``
-package's own protobuf module; encoding runs in the ``tokenizers`` Rust batch encoder.
+package's own protobuf module; encoding runs in the ``tokenizers`` Rust batch encoder. The
+``tokenizer.json`` transformers 5 saves for a ``DebertaV2Tokenizer`` (no ``spm.model``) loads too, as it is.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import tokenizers
 from tokenizers import Regex, decoders, normalizers, pre_tokenizers
 
 from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines import vocab_training
 from data_pipelines.tokenizer import CLS, MASK, PAD, SENTENCEPIECE_WORD_START, SEP, UNK
 
 CONVENTION = "deberta"
@@ -46,8 +48,7 @@ HF_CLASSES = (HF_CLASS, "DebertaV2TokenizerFast")
 # DeBERTa-v3's SentencePiece layout: these four at ids 0..3 ([MASK] comes after the pieces).
 MODEL_SPECIALS = (PAD, CLS, SEP, UNK)
 # SentencePiece piece types (sentencepiece_model.proto: ModelProto.SentencePiece.Type).
-_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
-_UNIGRAM = 1  # TrainerSpec.ModelType
+_CONTROL, _USER_DEFINED = 3, 4
 
 
 def read_model(model_file: str) -> tuple[bytes, Any]:
@@ -111,7 +112,9 @@ class DebertaSentencePieceTokenizer(tokenizer_lib.Tokenizer):
     kind = "sentencepiece"
 
     def __init__(self, model_file: str, lowercase: bool = False, split_by_punct: bool = False):
-        """Loads a SentencePiece ``.model`` file (e.g. DeBERTa-v3's ``spm.model``).
+        """Loads a SentencePiece ``.model`` file (e.g. DeBERTa-v3's ``spm.model``), or the ``tokenizer.json``
+        that transformers saves for a ``DebertaV2Tokenizer`` (a Unigram model; used as it is, so its
+        normaliser decides casing and ``lowercase`` / ``split_by_punct`` only record what it does).
 
         Args:
           model_file: the model.
@@ -120,18 +123,27 @@ class DebertaSentencePieceTokenizer(tokenizer_lib.Tokenizer):
 
         Raises:
           FileNotFoundError: naming the path and the command that builds a model.
-          ValueError: a file that is not a SentencePiece model, or one that lacks ``[PAD]``, ``[CLS]``,
-            ``[SEP]`` or ``[UNK]``.
+          ValueError: a file that is not a SentencePiece model (or a Unigram tokenizer.json), or one that
+            lacks ``[PAD]``, ``[CLS]``, ``[SEP]`` or ``[UNK]`` (a tokenizer.json also ``[MASK]``).
         """
-        self._model_bytes, proto = read_model(model_file)
-        pieces = [p.piece for p in proto.pieces]
-        missing = [t for t in MODEL_SPECIALS if t not in pieces]
-        if missing or pieces[proto.trainer_spec.unk_id] != UNK:
-            raise ValueError(f"{model_file}: a DeBERTa SentencePiece model needs the pieces {list(MODEL_SPECIALS)} "
-                             f"(unk = [UNK]); it lacks {missing or [UNK + ' as its unk piece']}. Train one with "
-                             "data_pipelines.deberta_spm.train_deberta_spm")
         self.lowercase, self.split_by_punct = bool(lowercase), bool(split_by_punct)
-        self._backend = deberta_backend(proto, self.lowercase, self.split_by_punct)
+        if model_file.endswith(".json"):
+            self._model_bytes, self._backend = _read_tokenizer_json(model_file)
+            self.model_file_name = tokenizer_lib.HF_TOKENIZER_FILE
+            pieces = list(self._backend.get_vocab(with_added_tokens=True))
+            missing = [t for t in (*MODEL_SPECIALS, MASK) if t not in pieces]
+        else:
+            self._model_bytes, proto = read_model(model_file)
+            self.model_file_name = tokenizer_lib.SENTENCEPIECE_MODEL_FILE
+            pieces = [p.piece for p in proto.pieces]
+            missing = [t for t in MODEL_SPECIALS if t not in pieces]
+            if not missing and pieces[proto.trainer_spec.unk_id] != UNK:
+                missing = [f"{UNK} as its unk piece"]
+            self._backend = deberta_backend(proto, self.lowercase, self.split_by_punct)
+        if missing:
+            raise ValueError(f"{model_file}: a DeBERTa SentencePiece model needs the pieces {list(MODEL_SPECIALS)} "
+                             f"(unk = [UNK]); it lacks {missing}. Train one with "
+                             "data_pipelines.deberta_spm.train_deberta_spm")
         token_ids = self._backend.get_vocab(with_added_tokens=True)
         vocab = [""] * len(token_ids)
         for token, i in token_ids.items():
@@ -162,9 +174,10 @@ class DebertaSentencePieceTokenizer(tokenizer_lib.Tokenizer):
         return self._backend.decode(np.asarray(ids, dtype=np.int64).tolist(), skip_special_tokens=skip_special_tokens)
 
     def save(self, out_dir: str) -> None:
-        """Writes ``spm.model`` (the model file as read) and transformers' ``tokenizer_config.json``."""
+        """Writes the model file as read (``spm.model`` or ``tokenizer.json``: :attr:`model_file_name`) and
+        transformers' ``tokenizer_config.json``."""
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, tokenizer_lib.SENTENCEPIECE_MODEL_FILE), "wb") as f:
+        with open(os.path.join(out_dir, self.model_file_name), "wb") as f:
             f.write(self._model_bytes)
         with open(os.path.join(out_dir, tokenizer_lib.WORDPIECE_CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(self.hf_config(), f, indent=2)
@@ -174,6 +187,20 @@ class DebertaSentencePieceTokenizer(tokenizer_lib.Tokenizer):
         return {"tokenizer_class": HF_CLASS, "vocab_type": "spm", "do_lower_case": self.lowercase,
                 "split_by_punct": self.split_by_punct, "bos_token": CLS, "eos_token": SEP, "unk_token": UNK,
                 "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
+
+
+def _read_tokenizer_json(path: str) -> tuple[bytes, tokenizers.Tokenizer]:
+    """The bytes and the backend of a transformers ``tokenizer.json`` holding a Unigram model."""
+    tokenizer_lib._require_file(path, "sentencepiece", "model file")  # pylint: disable=protected-access
+    data = tokenizer_lib._read_json(path)  # pylint: disable=protected-access
+    if (data.get("model") or {}).get("type") != "Unigram":
+        raise ValueError(f"{path}: model.type is {(data.get('model') or {}).get('type')!r}; a DeBERTa tokenizer.json "
+                         "holds a Unigram model")
+    backend = tokenizers.Tokenizer.from_str(json.dumps(data))
+    backend.no_truncation()  # ids of the whole text, as every tokenizer here; rows are laid out elsewhere
+    backend.no_padding()
+    with open(path, "rb") as f:
+        return f.read(), backend
 
 
 def is_deberta_config(tokenizer_config: dict[str, Any], model_type: str | None) -> bool:
@@ -206,8 +233,6 @@ def train_deberta_spm(texts: Iterable[str], vocab_size: int, out_dir: str, *, lo
     Raises:
       ValueError: no non-empty text.
     """
-    from data_pipelines import vocab_training  # pylint: disable=import-outside-toplevel  (it imports this module's base)
-
     counted = vocab_training._CountingTexts(texts)  # pylint: disable=protected-access
     model = io.BytesIO()
     try:

@@ -70,7 +70,7 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
         tokenizer.save(out_dir)
         config = tokenizer.hf_config()
         specials.update(bos_token=config["bos_token"], eos_token=config["eos_token"])
-        files = [tokenizer_lib.SENTENCEPIECE_MODEL_FILE]
+        files = [tokenizer.model_file_name]
     elif isinstance(tokenizer, tokenizer_lib.WordPieceTokenizer):
         tokenizer.save(out_dir)  # vocab.txt, tokenizer_config.json
         with open(os.path.join(out_dir, tokenizer_lib.HF_TOKENIZER_FILE), "w", encoding="utf-8") as f:
@@ -93,7 +93,8 @@ def write_hf_tokenizer_files(spec: Mapping[str, Any], out_dir: str, *, model_max
 def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The tokenizer spec of a Hugging Face directory, or None when it holds no tokenizer we read.
 
-    DeBERTa-v2/v3's SentencePiece (:func:`deberta_spec`), else byte-level BPE (a ``tokenizer.json`` with a BPE model, or ``vocab.json`` + ``merges.txt``), else
+    DeBERTa-v2/v3's SentencePiece (:func:`deberta_spec`), else byte-level BPE (a ``tokenizer.json`` with a
+    BPE model, or ``vocab.json`` + ``merges.txt``), else
     WordPiece (``vocab.txt``, else ``tokenizer.json``; the normaliser options then come from the
     directory's ``tokenizer_config.json`` / ``tokenizer.json``, see
     :class:`~data_pipelines.tokenizer.WordPieceTokenizer`), else a SentencePiece ``spiece.model`` /
@@ -117,25 +118,35 @@ def find_hf_tokenizer_spec(directory: str | os.PathLike) -> dict[str, Any] | Non
 
 
 def deberta_spec(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``convention="deberta"`` spec of a directory's ``spm.model`` when its files say DeBERTa-v2/v3
-    (``deberta_spm.is_deberta_config``), with ``do_lower_case`` / ``split_by_punct`` from its
-    ``tokenizer_config.json``; None otherwise."""
-    model_file = os.path.join(str(directory), tokenizer_lib.SENTENCEPIECE_MODEL_FILE)
-    if not os.path.isfile(model_file):
-        return None
+    """The ``convention="deberta"`` spec of a directory whose files say DeBERTa-v2/v3
+    (``deberta_spm.is_deberta_config``): its ``spm.model``, else the ``tokenizer.json`` transformers 5 saves
+    for a ``DebertaV2Tokenizer``, with ``do_lower_case`` / ``split_by_punct`` from its
+    ``tokenizer_config.json``; None otherwise.
+
+    Raises:
+      ValueError: an option there that is not true/false (naming the file).
+    """
+    directory = str(directory)
     fields = {}
     for name in (tokenizer_lib.WORDPIECE_CONFIG_FILE, "config.json"):
-        path = os.path.join(str(directory), name)
+        path = os.path.join(directory, name)
         if os.path.isfile(path):
             fields[name] = tokenizer_lib._read_json(path)  # pylint: disable=protected-access
     config = fields.get(tokenizer_lib.WORDPIECE_CONFIG_FILE, {})
     if not deberta_spm.is_deberta_config(config, fields.get("config.json", {}).get("model_type")):
         return None
+    model_file = next((os.path.join(directory, name) for name in (tokenizer_lib.SENTENCEPIECE_MODEL_FILE,
+                                                                   tokenizer_lib.HF_TOKENIZER_FILE)
+                       if os.path.isfile(os.path.join(directory, name))), None)
+    read_json = tokenizer_lib._read_json  # pylint: disable=protected-access
+    if model_file is None or (model_file.endswith(".json")
+                              and (read_json(model_file).get("model") or {}).get("type") != "Unigram"):
+        return None  # e.g. a DeBERTa model with a WordPiece tokenizer
     options = {}
     for ours, theirs in (("lowercase", "do_lower_case"), ("split_by_punct", "split_by_punct")):
         value = config.get(theirs, False)
         if not isinstance(value, bool):
-            raise ValueError(f"{os.path.join(str(directory), tokenizer_lib.WORDPIECE_CONFIG_FILE)}: {theirs!r} must "
+            raise ValueError(f"{os.path.join(directory, tokenizer_lib.WORDPIECE_CONFIG_FILE)}: {theirs!r} must "
                              f"be true or false, got {value!r}")
         options[ours] = value
     return {"kind": "sentencepiece", "model_file": model_file, "convention": deberta_spm.CONVENTION, **options}

@@ -604,6 +604,7 @@ def load_tokenizer(spec: Mapping[str, Any]) -> Tokenizer:
     if convention == "deberta":
         from data_pipelines import deberta_spm  # pylint: disable=import-outside-toplevel  (builds on this module)
 
-        return deberta_spm.DebertaSentencePieceTokenizer(spec["model_file"], lowercase=bool(spec.get("lowercase", False)),
-                                                         split_by_punct=bool(spec.get("split_by_punct", False)))
+        return deberta_spm.DebertaSentencePieceTokenizer(
+            spec["model_file"], lowercase=bool(spec.get("lowercase", False)),
+            split_by_punct=bool(spec.get("split_by_punct", False)))
     return SentencePieceTokenizer(spec["model_file"])

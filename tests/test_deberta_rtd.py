@@ -35,8 +35,8 @@ def deberta_rtd_run(sample_corpus, tmp_path_factory):
     made tiny (2 discriminator layers, 1 generator layer, 2 steps) on a DeBERTa SentencePiece vocabulary."""
     root = tmp_path_factory.mktemp("deberta_rtd")
     source = get_source(sample_corpus.spec, "train")
-    texts = [source[i] for i in range(min(60, len(source)))]
-    tokenizer = deberta_spm.train_deberta_spm(texts, 800, str(root / "spm"), input_sentence_size=2000)
+    texts = [source[i] for i in range(min(40, len(source)))]
+    tokenizer = deberta_spm.train_deberta_spm(texts, 600, str(root / "spm"), input_sentence_size=1000)
     config = demo.get_config("arch=deberta_v2,objective=rtd,sharing=gdes")
     config.update_from_flattened_dict({
         **tiny_overrides("", sample_corpus.spec), "tokenizer.kind": "sentencepiece",
@@ -55,10 +55,13 @@ def deberta_rtd_run(sample_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(deberta_rtd_run, tmp_path_factory):
+    """(discriminator dir, generator dir, the run read back, its RTD task)."""
     workdir, _, _ = deberta_rtd_run
     root = tmp_path_factory.mktemp("deberta_rtd_export")
     export.export_run(workdir, root / "disc", generator_dir=root / "gen")
-    return root / "disc", root / "gen"
+    run = export.load_run(workdir)
+    return root / "disc", root / "gen", run, get_task("rtd", run.model_config, max_predictions=5,
+                                                       embedding_sharing="gdes")
 
 
 def _padded_batch(tokenizer, sentences, length=32):
@@ -75,8 +78,8 @@ def _torch_inputs(batch):
 
 
 def test_discriminator_exports_as_deberta_v2_model_with_its_head_beside_it(deberta_rtd_run, exported):
-    workdir, tokenizer, sentences = deberta_rtd_run
-    disc_dir, _ = exported
+    _, tokenizer, sentences = deberta_rtd_run
+    disc_dir, _, run, task = exported
     assert json.loads((disc_dir / "config.json").read_text())["architectures"] == ["DebertaV2Model"]
     model, info = transformers.DebertaV2Model.from_pretrained(disc_dir, output_loading_info=True)
     assert not any(info.values()), info  # no missing, unexpected or mismatched keys
@@ -84,6 +87,7 @@ def test_discriminator_exports_as_deberta_v2_model_with_its_head_beside_it(deber
     assert sorted(head) == HEAD_KEYS and head["discriminator_predictions.dense_prediction.weight"].shape == (1, 32)
     card = (disc_dir / "README.md").read_text()
     assert hf_electra.DISCRIMINATOR_HEAD_FILE in card and all(f"`{key}`" in card for key in HEAD_KEYS)
+    assert "Pretraining objective: replaced-token detection" in card
     # The run's tokenizer came along: transformers' DebertaV2Tokenizer lays out the same rows.
     theirs = transformers.AutoTokenizer.from_pretrained(disc_dir)
     assert type(theirs).__name__ == "DebertaV2Tokenizer"
@@ -93,8 +97,6 @@ def test_discriminator_exports_as_deberta_v2_model_with_its_head_beside_it(deber
     real = np.asarray(batch["input_mask"]) > 0
     assert (real.sum(1) < 32).sum() >= 3  # padded rows
 
-    run = export.load_run(workdir)
-    task = get_task("rtd", run.model_config, max_predictions=5, embedding_sharing="gdes")
     discriminator = task.discriminator_params(run.params)  # E + E_delta folded in
     ours_states, _ = models.encoder(run.model_config).apply(
         {"params": discriminator["bert"]}, batch["input_ids"], batch["segment_ids"], batch["sequence_ids"],
@@ -113,13 +115,11 @@ def test_discriminator_exports_as_deberta_v2_model_with_its_head_beside_it(deber
 
 
 def test_generator_exports_as_deberta_v2_for_masked_lm(deberta_rtd_run, exported):
-    workdir, tokenizer, sentences = deberta_rtd_run
-    _, gen_dir = exported
+    _, tokenizer, sentences = deberta_rtd_run
+    _, gen_dir, run, task = exported
     model, info = transformers.DebertaV2ForMaskedLM.from_pretrained(gen_dir, output_loading_info=True)
     assert not any(info.values()), info
     assert model.config.num_hidden_layers == 1 and model.config.vocab_size == tokenizer.vocab_size
-    run = export.load_run(workdir)
-    task = get_task("rtd", run.model_config, max_predictions=5, embedding_sharing="gdes")
     batch = _padded_batch(tokenizer, sentences)
     ours = rtd.Generator(task.generator_config).apply({"params": task.generator_params(run.params)}, batch,
                                                       method="all_position_logits")
@@ -130,8 +130,8 @@ def test_generator_exports_as_deberta_v2_for_masked_lm(deberta_rtd_run, exported
 
 
 def test_fine_tuning_starts_from_the_exported_discriminator(deberta_rtd_run, exported, tmp_path):
-    workdir, tokenizer, _ = deberta_rtd_run
-    disc_dir, _ = exported
+    _, tokenizer, _ = deberta_rtd_run
+    disc_dir, _, run, _ = exported
     glue = _mrpc_dir(tmp_path / "glue")
     config, source, got_tokenizer = finetune.prepare(_small(finetune_glue.get_config("task=mrpc"), disc_dir, glue))
     assert source.kind == "hf" and config.model.architecture == "deberta_v2"
@@ -141,7 +141,7 @@ def test_fine_tuning_starts_from_the_exported_discriminator(deberta_rtd_run, exp
     got = jax.device_get(trainer.state.params)
     trainer.close()
     assert fresh == ["classifier"]
-    expected = models.fold_encoder_delta(export.load_run(workdir).params)["bert"]
+    expected = models.fold_encoder_delta(run.params)["bert"]
     for path, value in hf_convert.flatten(got["bert"]).items():
         if path[0] == "pooler":  # DebertaV2Model has none: fresh
             continue

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import transformers
 
-from data_pipelines import deberta_spm, hf_tokenizer_files, rows
+from data_pipelines import deberta_spm, hf_tokenizer_files, masking, rows
+from data_pipelines import text as text_lib
 from data_pipelines import tokenizer as tok_lib
 from tests.test_tokenizer import HARD_TEXT, _wiki_texts
 
@@ -17,15 +18,26 @@ PIECES = 800
 
 
 @pytest.fixture(scope="module")
-def texts():
-    return _wiki_texts()[:60]
+def articles():
+    """The excerpt's articles with real text (redirects and stubs left out)."""
+    return [text for text in _wiki_texts() if len(text) > 1000]
 
 
 @pytest.fixture(scope="module")
-def sentences(texts):
-    """~50 real sentences (the first long lines of distinct articles), plus hard and special-token text."""
-    lines = [line.strip() for text in texts for line in text.splitlines()[:3] if len(line.split()) > 6]
-    return lines[:48] + [HARD_TEXT, "  leading and   trailing\tspaces \n", "a[MASK]b [CLS]x [SEP] [PAD][UNK]"]
+def texts(articles):
+    """The training text: 30 articles (1.2 MB)."""
+    return articles[:30]
+
+
+@pytest.fixture(scope="module")
+def sentences(articles):
+    """51 texts: 48 real sentences (the first of each article with more than 6 words; 18 from articles the
+    model was not trained on), hard text and special-token text."""
+    real = []
+    for text in articles:
+        real += [s for s in text_lib.split_sentences(text) if len(s.split()) > 6][:1]
+    assert len(real) >= 48
+    return real[:48] + [HARD_TEXT, "  leading and   trailing\tspaces \n", "a[MASK]b [CLS]x [SEP] [PAD][UNK]"]
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +75,12 @@ def test_ids_rows_and_pairs_equal_debertav2_tokenizer(trained, exported, sentenc
     heads = [" ".join(text.split()[:9]) for text in sentences[:48]]  # short: no truncation on either side
     pairs = list(zip(heads[:-1], heads[1:]))
     first, second = trained.encode_batch([a for a, _ in pairs]), trained.encode_batch([b for _, b in pairs])
-    laid = rows.encoder_rows(first, second, length=84, cls_id=trained.cls_id, sep_id=trained.sep_id,
+    laid = rows.encoder_rows(first, second, length=128, cls_id=trained.cls_id, sep_id=trained.sep_id,
                              pad_id=trained.pad_id)
-    hf = theirs([a for a, _ in pairs], [b for _, b in pairs], max_length=84, padding="max_length",
+    hf = theirs([a for a, _ in pairs], [b for _, b in pairs], max_length=128, padding="max_length",
                 return_token_type_ids=True)
     for row, (a, b) in enumerate(pairs):  # [CLS] A [SEP] B [SEP], segment 1 from B on, padded with [PAD]
-        assert len(hf["input_ids"][row]) == 84, (a, b)
+        assert len(hf["input_ids"][row]) == 128, (a, b)
         assert laid["input_ids"][row].tolist() == hf["input_ids"][row], (a, b)
         assert laid["segment_ids"][row].tolist() == hf["token_type_ids"][row]
         assert laid["input_mask"][row].tolist() == hf["attention_mask"][row]
@@ -94,6 +106,21 @@ def test_the_exported_directory_imports_as_the_same_tokenizer(trained, exported,
     assert hf_tokenizer_files.find_hf_tokenizer_spec(out)["convention"] == "deberta"
 
 
+def test_a_directory_transformers_saved_imports_with_the_same_ids(exported, sentences, tmp_path):
+    _, _, theirs = exported
+    theirs.save_pretrained(tmp_path / "saved")  # transformers 5: tokenizer.json + tokenizer_config.json, no spm.model
+    spec = hf_tokenizer_files.find_hf_tokenizer_spec(tmp_path / "saved")
+    assert spec["convention"] == "deberta" and spec["model_file"] == str(tmp_path / "saved" / "tokenizer.json")
+    ours = tok_lib.load_tokenizer(spec)
+    assert (ours.cls_id, ours.sep_id, ours.pad_id, ours.unk_id, ours.mask_id) == (1, 2, 0, 3, PIECES)
+    for text, ids in zip(sentences, ours.encode_batch(sentences)):
+        assert ids.tolist() == theirs(text, add_special_tokens=False)["input_ids"], text
+    written = hf_tokenizer_files.write_hf_tokenizer_files(spec, str(tmp_path / "again"), model_max_length=4096)
+    assert written[0] == "tokenizer.json"
+    again = transformers.AutoTokenizer.from_pretrained(tmp_path / "again")
+    assert again(sentences)["input_ids"] == theirs(sentences)["input_ids"]
+
+
 def test_lowercase_and_punctuation_options_match_transformers(trained, sentences, tmp_path):
     spec = {**trained.spec, "lowercase": True, "split_by_punct": True}
     ours = tok_lib.load_tokenizer(spec)
@@ -109,14 +136,36 @@ def test_word_starts_offsets_and_pickle(trained, sentences):
     starts = trained.word_start_mask()
     assert starts[[0, 1, 2, 3, PIECES]].all()
     plain = [s for s in sentences[:48] if "[" not in s]
+    counted = 0
     for text, (ids, offsets) in zip(plain, trained.encode_batch_with_offsets(plain)):
-        assert starts[ids].sum() == len(text.split()), text  # one "▁" piece begins every word
+        if trained.unk_id not in ids:  # ([UNK], a special token, counts as a word of its own)
+            assert starts[ids].sum() == len(text.split()), text  # one "▁" piece begins every word
+            counted += 1
         for i, (start, end) in zip(ids, offsets):
             piece = trained.id_to_token(int(i)).lstrip("\u2581")
             if i != trained.unk_id and piece:
                 assert text[start:end] == piece, (text, piece)
+    assert counted >= 30, counted
     copy = pickle.loads(pickle.dumps(trained))
     np.testing.assert_array_equal(copy.encode(sentences[0]), trained.encode(sentences[0]))
+
+
+def test_whole_word_masking_keeps_the_pieces_of_a_word_together(trained, sentences):
+    masker = masking.TokenMasker.from_tokenizer(trained, masked_lm_prob=0.3, max_predictions_per_seq=20,
+                                                whole_word_masking=True)
+    ids = [x[:46] for x in trained.encode_batch(sentences[:48])]
+    batch = rows.encoder_rows(ids, length=48, cls_id=trained.cls_id, sep_id=trained.sep_id, pad_id=trained.pad_id)
+    selected = masker.select(batch["input_ids"], np.random.default_rng(0))
+    assert selected.sum() > 100 and not selected[np.isin(batch["input_ids"], trained.special_ids())].any()
+    starts = trained.word_start_mask()[batch["input_ids"]]
+    maskable = masker.maskable(batch["input_ids"])  # special tokens ([UNK] too) are never predicted
+    words = np.cumsum(starts, axis=1)  # the word each position belongs to
+    split = 0
+    for row in range(len(ids)):
+        for word in np.unique(words[row][selected[row]]):
+            split += len(set(selected[row][(words[row] == word) & maskable[row]])) > 1
+    assert split == 0  # a word is predicted whole or not at all
+    assert trained.mask_id not in masker._replacement_ids  # pylint: disable=protected-access
 
 
 def test_bad_models_and_specs_are_named(trained, texts, tmp_path):
@@ -125,9 +174,9 @@ def test_bad_models_and_specs_are_named(trained, texts, tmp_path):
     import sentencepiece  # pylint: disable=import-outside-toplevel
 
     plain = tmp_path / "plain.model"  # SentencePiece's defaults: <unk>, <s>, </s>
-    lines = "\n".join(texts[:20]).splitlines()
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(plain)[:-6], vocab_size=100,
-                                             minloglevel=2)
+    lines = "\n".join(texts[:2]).splitlines()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(plain)[:-6],
+                                             vocab_size=100, input_sentence_size=300, minloglevel=2)
     with pytest.raises(ValueError, match=r"plain.model: a DeBERTa SentencePiece model needs the pieces "
                                          r"\['\[PAD\]', '\[CLS\]', '\[SEP\]', '\[UNK\]'\]"):
         tok_lib.load_tokenizer({"kind": "sentencepiece", "model_file": str(plain), "convention": "deberta"})

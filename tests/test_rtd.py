@@ -336,3 +336,17 @@ def test_gdes_on_the_deberta_encoder_through_the_registry():
     assert "word_embeddings" not in params["generator"]["bert"]["embeddings"]
     grads = _grads(task, params, "rtd")
     assert _norm(grads["bert"]["embeddings"]["word_embeddings"]) == 0.0 and _norm(grads["bert_delta"]) > 0
+
+
+def test_each_encoder_architecture_has_its_rtd_export_layout():
+    electra = hf_electra.rtd_layout(CFG)
+    assert (electra.discriminator, electra.generator, electra.head_file) == (
+        "ElectraForPreTraining", "ElectraForMaskedLM", None)
+    deberta = hf_electra.rtd_layout(CFG.replace(architecture="deberta_v2"))
+    assert (deberta.discriminator, deberta.generator, deberta.head_file) == (
+        "DebertaV2Model", "DebertaV2ForMaskedLM", "discriminator_head.safetensors")
+    assert "discriminator_predictions.dense.weight" in hf_electra.discriminator_head_card(CFG, deberta)
+    assert hf_electra.discriminator_head_card(CFG, electra) == ""  # its class holds the head
+    with pytest.raises(ValueError, match=r"model.architecture='modernbert': a replaced-token-detection run exports "
+                                         r"for \['bert', 'deberta_v2'\] encoders only"):
+        hf_electra.rtd_layout(CFG.replace(architecture="modernbert"))

@@ -70,7 +70,7 @@ def _data_lines(info: RunInfo) -> list[str]:
         sources = [", ".join(f"{k}={v}" for k, v in sorted(s.items()) if v not in ("", None))
                    for s in data.get("sources") or []]
         objective = ("replaced-token detection (ELECTRA discriminator, masked-LM generator)"
-                     if info.architecture == "ElectraForPreTraining" else
+                     if (info.run_config.get("task") or {}).get("name") == "rtd" else
                      f"masked LM{' + next-sentence prediction' if info.architecture == 'BertForPreTraining' else ''}")
         lines = [f"- Pretraining objective: {objective}",
                  *(f"- Source: {s}" for s in sources)]
