@@ -88,7 +88,8 @@ def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str)
         ``model_type`` ('unigram' or 'bpe', default 'unigram'),
         ``character_coverage`` (0.9995), ``input_sentence_size`` (sentences sampled, 1,000,000),
         ``max_sentence_length`` (bytes; longer lines are skipped by the trainer, 16384),
-        ``num_threads`` (os.cpu_count()).
+        ``num_threads`` (os.cpu_count()); ``convention='deberta'`` trains DeBERTa-v3's layout
+        (``data_pipelines.deberta_spm``: ``vocab_size - 1`` pieces, then ``[MASK]``; cased by default).
       out_dir: where ``vocab.txt`` + ``tokenizer_config.json`` or ``spm.model`` go.
 
     Returns:
@@ -114,6 +115,14 @@ def train_tokenizer(texts: Iterable[str], spec: Mapping[str, Any], out_dir: str)
                                   lowercase=bool(spec.get("lowercase", False)))
         if counted.num_texts == 0:
             raise _no_text_error(counted)
+    elif spec.get("convention") == "deberta":  # DeBERTa-v3's layout; [MASK] is the id after the pieces
+        from data_pipelines import deberta_spm  # pylint: disable=import-outside-toplevel  (builds on this module)
+
+        tokenizer = deberta_spm.train_deberta_spm(
+            counted, vocab_size - 1, out_dir, lowercase=bool(spec.get("lowercase", False)),
+            character_coverage=float(spec.get("character_coverage", 0.9995)),
+            input_sentence_size=int(spec.get("input_sentence_size", 1_000_000)),
+            max_sentence_length=int(spec.get("max_sentence_length", 16384)), num_threads=spec.get("num_threads"))
     else:
         tokenizer = _train_sentencepiece(counted, spec, vocab_size, lowercase, out_dir)
     logger.info(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import transformers
 
-from data_pipelines import deberta_spm, hf_tokenizer_files, masking, rows
+from data_pipelines import deberta_spm, hf_tokenizer_files, masking, rows, vocab_training
 from data_pipelines import text as text_lib
 from data_pipelines import tokenizer as tok_lib
 from tests.test_tokenizer import HARD_TEXT, _wiki_texts
@@ -62,6 +62,16 @@ def test_deberta_v3_special_layout(trained):
                             "convention": "deberta", "lowercase": False, "split_by_punct": False}
     np.testing.assert_array_equal(trained.special_ids(), [0, 1, 2, 3, PIECES])
     assert isinstance(tok_lib.load_tokenizer(trained.spec), deberta_spm.DebertaSentencePieceTokenizer)
+
+
+def test_the_generic_trainer_builds_the_deberta_layout_at_the_spec_size(texts, tmp_path):
+    """``vocab_training.train_tokenizer`` (what ``tokenizer.build_if_missing`` runs) on a DeBERTa spec: the
+    v3 layout, ``vocab_size`` ids in all ([MASK] the last), so a recipe's ``model.vocab_size`` matches."""
+    spec = {"kind": "sentencepiece", "convention": "deberta", "vocab_size": 500, "input_sentence_size": 2000}
+    built = vocab_training.train_tokenizer(texts[:10], spec, str(tmp_path))
+    assert isinstance(built, deberta_spm.DebertaSentencePieceTokenizer)
+    assert (built.pad_id, built.cls_id, built.sep_id, built.unk_id, built.mask_id) == (0, 1, 2, 3, 499)
+    assert built.vocab_size == 500 and (tmp_path / "spm.model").exists()
 
 
 def test_ids_rows_and_pairs_equal_debertav2_tokenizer(trained, exported, sentences):

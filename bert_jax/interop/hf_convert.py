@@ -166,7 +166,7 @@ def bert_layout_fields(hf_config: Mapping[str, Any], defaults: Mapping[str, Any]
     fallback = {"hidden_dropout_prob": ours.hidden_dropout, "attention_probs_dropout_prob": ours.attention_dropout,
                 "max_position_embeddings": ours.max_position_embeddings, "type_vocab_size": ours.type_vocab_size,
                 "layer_norm_eps": ours.layer_norm_eps, "initializer_range": ours.initializer_range,
-                **dict(defaults or {})}
+                "pad_token_id": ours.pad_token_id, **dict(defaults or {})}
     get = lambda key: hf_config.get(key, fallback[key])  # noqa: E731
     return dict(
         vocab_size=hf_config["vocab_size"],
@@ -181,6 +181,7 @@ def bert_layout_fields(hf_config: Mapping[str, Any], defaults: Mapping[str, Any]
         type_vocab_size=get("type_vocab_size"),
         layer_norm_eps=get("layer_norm_eps"),
         initializer_range=get("initializer_range"),
+        pad_token_id=get("pad_token_id"),
     )
 
 

@@ -112,10 +112,9 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
         raise ValueError(f"config.json model_type={model_type!r}; this is the 'longformer' conversion")
     window = hf_config.get("attention_window", 512)
     fields = dict(
-        bert_layout_fields(hf_config),
+        bert_layout_fields(hf_config, {"pad_token_id": 1}),  # LongformerConfig's default padding id
         architecture="longformer",
         attention_window=tuple(window) if isinstance(window, (list, tuple)) else (int(window),),
-        pad_token_id=hf_config.get("pad_token_id", 1),
     )
     fields.update(overrides)
     return ModelConfig(**fields)

@@ -100,8 +100,7 @@ def hf_config_to_model_config(hf_config: Mapping[str, Any], **overrides: Any) ->
     position_type = hf_config.get("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(f"config.json position_embedding_type={position_type!r}; only 'absolute' is supported")
-    fields = dict(bert_layout_fields(hf_config, HF_DEFAULTS), architecture="roberta",
-                  pad_token_id=hf_config.get("pad_token_id", HF_DEFAULTS["pad_token_id"]))
+    fields = dict(bert_layout_fields(hf_config, HF_DEFAULTS), architecture="roberta")
     fields.update(overrides)
     return ModelConfig(**fields)
 
