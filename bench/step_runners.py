@@ -1,9 +1,12 @@
 """The pieces of the step benchmark (``bench/bench_step.py``) that run in each framework's worker: the
 shared random contract batch and optimizer, ``StepRunner`` and its timing, and the JAX and PyTorch steps.
 
-Both frameworks train the same ``ModelConfig`` on the same random contract batch (``data_pipelines.batch``)
-with BERT's MLM + NSP objective, dropout as configured, and the AdamW of
-``bert_jax.optim.default_optimizer_config``.
+Both frameworks train the same ``ModelConfig`` (``bench_model_config``: a named size of any architecture in
+``TORCH_ARCHS``, with its recipe's fields) on the same random contract batch (``data_pipelines.batch``,
+optionally packed) with the architecture's pretraining objective (BERT: MLM + NSP; the others: MLM),
+dropout as configured, and the AdamW of ``bert_jax.optim.default_optimizer_config``. The PyTorch side is
+one code path for every architecture: ``TORCH_ARCHS`` says which ``transformers`` class, where its base
+model and heads are, whether it takes token types and how packed rows reach it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Smoke test of the pretraining-step benchmark (bench/bench_step.py, bench/step_runners.py): tiny BERT, two timed steps.
+"""Smoke test of the pretraining-step benchmark (bench/bench_step.py, bench/step_runners.py, bench/device_check.sh).
 
 No timing is asserted: the records must be complete and finite, the losses those of an untrained BERT,
-the random batch a realistic contract batch, and FLOPs/token the formula of docs/benchmarks.md computed from
-the parameters the model really has.
+the random batch a realistic contract batch (also packed), FLOPs/token the formula of docs/benchmarks.md
+computed from the parameters the model really has, every architecture's runner pair the same first loss
+from the same parameters, and the device check's tiny CPU mode a complete table.
 """
 
 import math
