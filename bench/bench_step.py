@@ -20,7 +20,7 @@ is BERT's MLM + NSP for ``--arch=bert``, MLM only for the others (no NSP head).
   needs ``flash_attention_2``. Longformer's class takes a 2D padding mask only: no ``--packed``.
 * ``--attention_window=W``: Longformer's ``attention_window`` / ModernBERT's ``local_attention`` (both sides).
 
-The runners and their inputs are in ``bench/step_runners.py``; this module runs them. Each framework
+The runners and their inputs are in ``bench/step_runners.py`` (the PyTorch step: ``bench/torch_runner.py``); this module runs them. Each framework
 runs in a spawned worker process of its own (own runtime, own peak memory). With
 ``--mode=alternating`` (default) the workers live together and their timed steps alternate, so that on a
 shared machine both see the same load; ``--mode=isolated`` measures one framework at a time. After
@@ -60,14 +60,18 @@ from bert_jax.config import ModelConfig  # noqa: E402
 
 from bench.step_runners import (  # noqa: E402
     FRAMEWORKS,
-    MAKERS,
     TORCH_ARCHS,
     TORCH_MLM_MODES,
     StepRunner,
     available_cpus,
     bench_model_config,
+    make_jax_runner,
     time_runners,
 )
+from bench.torch_runner import make_torch_runner  # noqa: E402
+
+# Framework -> the function building its StepRunner (each runs in a worker process of its own).
+MAKERS = {"jax": make_jax_runner, "torch": make_torch_runner}
 
 MODES = ("alternating", "isolated")
 # glibc malloc settings that stop XLA's per-step buffers (e.g. the [B*P, V] MLM logits) from being

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from bench import bench_step, step_runners
+from bench import bench_step, step_runners, torch_runner
 from bert_jax.config import ModelConfig
 from bert_jax.tasks import get_task
 from data_pipelines import batch as batch_contract
@@ -95,7 +95,7 @@ def test_alternating_jax_and_torch_measurement():
     runners = [
         step_runners.make_jax_runner(CONFIG, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
                                    compiler_options=FAST_COMPILE),
-        step_runners.make_torch_runner(CONFIG, **shape, num_threads=1, device="cpu"),
+        torch_runner.make_torch_runner(CONFIG, **shape, num_threads=1, device="cpu"),
     ]
     records = step_runners.time_runners(runners, config=CONFIG, **SHAPE)
     assert list(records) == ["jax", "torch"]
@@ -118,7 +118,7 @@ def test_torch_full_sequence_mlm_loss_matches_the_gathered_one():
     """Hugging Face's -100 labels path and the masked-position gather give the same loss (same seed)."""
     losses = {}
     for mlm in step_runners.TORCH_MLM_MODES:
-        runner = step_runners.make_torch_runner(
+        runner = torch_runner.make_torch_runner(
             CONFIG.replace(hidden_dropout=0.0, attention_dropout=0.0), batch_size=4, seq_len=32,
             max_predictions=5, mlm=mlm, num_threads=1, device="cpu")
         losses[mlm] = runner.last_loss()  # the first step's loss, before any update
@@ -191,7 +191,7 @@ def test_bench_model_config_takes_the_recipe_fields():
         step_runners.bench_model_config("electra", "tiny", seq_len=128)
     cfg = step_runners.bench_model_config("longformer", "tiny", seq_len=32)
     with pytest.raises(ValueError, match="LongformerForMaskedLM cannot keep packed"):
-        step_runners.make_torch_runner(cfg, batch_size=2, seq_len=32, max_predictions=4, packed=True, device="cpu")
+        torch_runner.make_torch_runner(cfg, batch_size=2, seq_len=32, max_predictions=4, packed=True, device="cpu")
 
 
 # (architecture, packed): every architecture's runner pair, ModernBERT also on packed rows (its sliding layer
@@ -212,17 +212,16 @@ def test_runner_pair_starts_from_the_same_loss(architecture, packed):
     jax_runner = step_runners.make_jax_runner(cfg, **shape, mesh={"data": 1}, devices=jax.devices()[:1],
                                               compiler_options=FAST_COMPILE)
     jax_runner.run_step()
-    torch_runner = step_runners.make_torch_runner(cfg, **shape, params=jax_runner.initial_params(), num_threads=1,
-                                                  device="cpu")
-    assert abs(jax_runner.last_loss() - torch_runner.last_loss()) < 1e-4, (jax_runner.last_loss(),
-                                                                         torch_runner.last_loss())
+    pytorch = torch_runner.make_torch_runner(cfg, **shape, params=jax_runner.initial_params(), num_threads=1,
+                                             device="cpu")
+    assert abs(jax_runner.last_loss() - pytorch.last_loss()) < 1e-4, (jax_runner.last_loss(), pytorch.last_loss())
     untrained = math.log(1024) + (math.log(2) if architecture == "bert" else 0.0)  # MLM ~ ln(V), NSP ~ ln(2)
     assert abs(jax_runner.last_loss() - untrained) < 0.5
     jax_runner.run_step()
-    torch_runner.run_step()
-    assert abs(jax_runner.last_loss() - torch_runner.last_loss()) < 1e-3
-    assert torch_runner.info["hf_class"] == step_runners.TORCH_ARCHS[architecture].hf_class
-    assert jax_runner.info["architecture"] == architecture and torch_runner.info["packed"] == packed
+    pytorch.run_step()
+    assert abs(jax_runner.last_loss() - pytorch.last_loss()) < 1e-3
+    assert pytorch.info["hf_class"] == step_runners.TORCH_ARCHS[architecture].hf_class
+    assert jax_runner.info["architecture"] == architecture and pytorch.info["packed"] == packed
 
 
 def test_device_check_tiny_cpu_mode_prints_every_row(tmp_path):
