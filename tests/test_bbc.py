@@ -90,6 +90,7 @@ class _WordIds:
     """A tokenizer whose tokens are the integers written in the text (``"7 8 9"`` -> [7, 8, 9])."""
 
     cls_id, sep_id, pad_id, unk_id = 1, 2, 0, 3
+    pair_separator = (sep_id,)  # BERT's one [SEP] between the texts of a pair
 
     def encode_batch(self, texts):
         return [np.asarray([int(w) for w in text.split()], np.int32) for text in texts]
