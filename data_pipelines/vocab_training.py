@@ -17,6 +17,7 @@ import sentencepiece
 import tokenizers
 from tokenizers import pre_tokenizers, trainers
 
+from data_pipelines.sentencepiece_tokenizer import SentencePieceTokenizer
 from data_pipelines.tokenizer import (
     CLS,
     HF_TOKENIZER_FILE,
@@ -32,7 +33,6 @@ from data_pipelines.tokenizer import (
     WORDPIECE_CONTINUATION_PREFIX,
     WORDPIECE_CONFIG_FILE,
     WORDPIECE_VOCAB_FILE,
-    SentencePieceTokenizer,
     Tokenizer,
     WordPieceTokenizer,
     _spec_dict,
